@@ -1,0 +1,28 @@
+# Two commands on a fresh machine (Python 3.11):  `make run`  and  `make test`.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+export KEDRO_DISABLE_TELEMETRY := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: setup run test viz mlflow-ui benchmark clean-outputs
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e ".[test]"
+	touch $@
+
+run: setup            ## set up, then `kedro run` (default pipeline, generated data unless dataset.path is set)
+	$(BIN)/kedro run $(ARGS)
+
+test: setup           ## set up, then the whole test suite
+	$(BIN)/python -m pytest $(ARGS)
+
+viz: setup            ## pipeline lineage in the browser (http://127.0.0.1:4141)
+	$(BIN)/kedro viz run
+
+mlflow-ui: setup      ## compare runs (http://127.0.0.1:5000)
+	$(BIN)/kedro mlflow ui

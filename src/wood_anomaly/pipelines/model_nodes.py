@@ -1,0 +1,170 @@
+"""The three nodes every model pipeline shares: train, score, evaluate.
+
+They only slice the prepared arrays, call the Kedro-free model (``fit``/``score``/``to_artifacts``),
+time the work and hand results to the catalog. Which model runs is given by a dotted path, imported
+when the node runs, so building the pipelines never imports TensorFlow or PyTorch models.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from wood_anomaly.evaluation.metrics import evaluate
+from wood_anomaly.evaluation.plots import (
+    confusion_matrix_figure,
+    heatmap_overlay_figure,
+    roc_curve_figure,
+    score_histogram_figure,
+)
+from wood_anomaly.models.base import seed_everything
+
+logger = logging.getLogger(__name__)
+
+
+def import_model_class(model_path: str) -> type:
+    """'package.module:ClassName' -> the class."""
+    module_name, _, class_name = model_path.partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def _split(prepared_dataset: dict[str, np.ndarray], name: str) -> np.ndarray:
+    return prepared_dataset["split"] == name
+
+
+def build_model(model_path: str, model_params: dict[str, Any], augmentation: dict[str, Any] | None) -> Any:
+    """Instantiate the model; models that accept ``augmentation`` get the shared transforms unless they set their own."""
+    model_cls = import_model_class(model_path)
+    config = dict(model_params)
+    if augmentation is not None and "augmentation" in inspect.signature(model_cls.__init__).parameters:
+        config.setdefault("augmentation", dict(augmentation.get("transforms", {})))
+    return model_cls(**config)
+
+
+def train_model(
+    prepared_dataset: dict[str, np.ndarray],
+    model_params: dict[str, Any],
+    runtime: dict[str, Any],
+    augmentation: dict[str, Any],
+    *,
+    model_name: str,
+    model_path: str,
+    artifact_keys: tuple[str, ...],
+) -> tuple[Any, ...]:
+    """Fit on train-split good images (validation split passed for early stopping/normalisation)."""
+    seed = int(runtime.get("seed", 0))
+    seed_everything(seed)
+    train_images = prepared_dataset["images"][_split(prepared_dataset, "train")]
+    val_images = prepared_dataset["images"][_split(prepared_dataset, "val")]
+    model = build_model(model_path, model_params, augmentation)
+    logger.info("Training %s on %d good images (%d for validation)", model_name, len(train_images), len(val_images))
+    start = time.perf_counter()
+    model.fit(train_images, val_images, seed=seed, device=runtime.get("device", "auto"), progress=True)
+    fit_seconds = time.perf_counter() - start
+    artifacts = model.to_artifacts()
+    summary = {
+        "model": model_name,
+        "fit_seconds": round(fit_seconds, 3),
+        "device": str(getattr(model, "device", runtime.get("device", "auto"))),
+        "backbone": str(model_params.get("backbone", "none (trained from scratch)")),
+        "n_train": int(len(train_images)),
+        "n_val": int(len(val_images)),
+        "history": {k: [float(v) for v in vs] for k, vs in getattr(model, "history", {}).items()},
+        "params": model_params,
+    }
+    logger.info("Trained %s in %.1f s on %s", model_name, fit_seconds, summary["device"])
+    return (*(artifacts[key] for key in artifact_keys), summary)
+
+
+def score_model(
+    prepared_dataset: dict[str, np.ndarray],
+    scoring: dict[str, Any],
+    *artifacts: Any,
+    model_path: str,
+    artifact_keys: tuple[str, ...],
+) -> dict[str, np.ndarray]:
+    """Reload the model from its saved artifacts and score the validation and test images."""
+    model = import_model_class(model_path).from_artifacts(**dict(zip(artifact_keys, artifacts)))
+    batch_size = int(scoring.get("batch_size", 16))
+    val = _split(prepared_dataset, "val")
+    test = _split(prepared_dataset, "test")
+    val_scores, _ = model.score(prepared_dataset["images"][val], batch_size=batch_size)
+    start = time.perf_counter()
+    test_scores, test_maps = model.score(prepared_dataset["images"][test], batch_size=batch_size)
+    ms_per_image = 1000.0 * (time.perf_counter() - start) / max(int(test.sum()), 1)
+    logger.info("Scored %d test images at %.1f ms/image", int(test.sum()), ms_per_image)
+    return {
+        "path": prepared_dataset["path"][test],
+        "label": prepared_dataset["label"][test],
+        "defect_type": prepared_dataset["defect_type"][test],
+        "scores": np.asarray(test_scores, dtype=np.float32),
+        "maps": np.asarray(test_maps, dtype=np.float16),
+        "val_path": prepared_dataset["path"][val],
+        "val_scores": np.asarray(val_scores, dtype=np.float32),
+        "score_ms_per_image": np.float32(ms_per_image),
+    }
+
+
+def evaluate_model(
+    prepared_dataset: dict[str, np.ndarray],
+    scores: dict[str, np.ndarray],
+    training_summary: dict[str, Any],
+    evaluation: dict[str, Any],
+    *,
+    model_name: str,
+) -> tuple[dict[str, Any], dict[str, Any], Any, Any, Any, Any]:
+    """Metrics (validation threshold, oracle F1-max beside it), MLflow metrics and the report figures."""
+    test = _split(prepared_dataset, "test")
+    labels = scores["label"].astype(int)
+    maps = scores["maps"].astype(np.float32)
+    threshold_k = float(evaluation.get("threshold_k", 3.0))
+    metrics = evaluate(
+        labels,
+        scores["scores"],
+        scores["val_scores"],
+        masks=prepared_dataset["masks"][test],
+        maps=maps,
+        has_mask=prepared_dataset["has_mask"][test],
+        threshold_k=threshold_k,
+        fpr_limit=float(evaluation.get("aupro_fpr_limit", 0.3)),
+    )
+    metrics.update(
+        model=model_name,
+        threshold_rule=f"mean + {threshold_k:g} * std of validation (held-out good) scores",
+        f1_max_note="oracle: best F1 over all thresholds on the test labels, for comparison only",
+        fit_seconds=training_summary["fit_seconds"],
+        score_ms_per_image=float(scores["score_ms_per_image"]),
+        n_train=training_summary["n_train"],
+        n_val=training_summary["n_val"],
+        n_test_good=int((labels == 0).sum()),
+        n_test_defect=int((labels == 1).sum()),
+        device=training_summary["device"],
+        backbone=training_summary["backbone"],
+    )
+    mlflow_metrics: dict[str, Any] = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    for name, values in training_summary.get("history", {}).items():
+        if values:
+            mlflow_metrics[f"history_{name}"] = [float(v) for v in values]
+    title = f"{model_name}"
+    images = prepared_dataset["images"][test]
+    threshold = metrics["threshold"]
+    figures = (
+        roc_curve_figure(labels, scores["scores"], title=f"{title}: ROC (test)"),
+        score_histogram_figure(labels, scores["scores"], threshold, title=f"{title}: scores (test)"),
+        heatmap_overlay_figure(
+            images, maps, prepared_dataset["masks"][test], scores["scores"], labels, threshold,
+            n=int(evaluation.get("n_overlays", 6)),
+        ),
+        confusion_matrix_figure(labels, scores["scores"], threshold),
+    )
+    logger.info(
+        "%s: image AUROC %.3f, F1 %.3f at validation threshold %.4g (oracle F1-max %.3f), pixel AUROC %s",
+        model_name, metrics["image_auroc"], metrics["image_f1"], threshold, metrics["f1_max"],
+        f"{metrics['pixel_auroc']:.3f}" if "pixel_auroc" in metrics else "n/a",
+    )
+    return (metrics, mlflow_metrics, *figures)

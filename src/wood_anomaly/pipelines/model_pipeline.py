@@ -1,0 +1,65 @@
+"""One pipeline shape for every model: train -> score -> evaluate, namespaced by the model's name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import update_wrapper, partial
+
+from kedro.pipeline import Pipeline, node, pipeline
+
+from .model_nodes import evaluate_model, score_model, train_model
+
+SHARED_INPUTS = {"prepared_dataset"}
+SHARED_PARAMETERS = {"params:runtime", "params:evaluation", "params:augmentation"}
+REPORT_OUTPUTS = ["metrics", "mlflow_metrics", "roc_curve", "score_histogram", "heatmap_overlays", "confusion_matrix"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What differs between models: the class to run and the catalog names of its saved artifacts.
+
+    ``artifacts`` maps the keys of ``Model.to_artifacts()`` to dataset names inside the model's
+    namespace (``{"state": "state"}`` -> catalog entry ``padim.state``).
+    """
+
+    name: str
+    model_path: str  # "wood_anomaly.models.padim:Padim"
+    artifacts: dict[str, str] = field(default_factory=lambda: {"state": "state"})
+
+
+def _named(func, name: str, **bound):
+    """A partial that keeps a readable name (kedro-viz shows it) and the wrapped signature."""
+    wrapped = partial(func, **bound)
+    update_wrapper(wrapped, func)
+    wrapped.__name__ = name  # type: ignore[attr-defined]
+    return wrapped
+
+
+def create_model_pipeline(spec: ModelSpec) -> Pipeline:
+    keys = tuple(spec.artifacts)
+    artifact_datasets = [spec.artifacts[k] for k in keys]
+    return pipeline(
+        [
+            node(
+                _named(train_model, f"train_{spec.name}", model_name=spec.name, model_path=spec.model_path, artifact_keys=keys),
+                ["prepared_dataset", "params:model", "params:runtime", "params:augmentation"],
+                [*artifact_datasets, "training_summary"],
+                name="train",
+            ),
+            node(
+                _named(score_model, f"score_{spec.name}", model_path=spec.model_path, artifact_keys=keys),
+                ["prepared_dataset", "params:scoring", *artifact_datasets],
+                "scores",
+                name="score",
+            ),
+            node(
+                _named(evaluate_model, f"evaluate_{spec.name}", model_name=spec.name),
+                ["prepared_dataset", "scores", "training_summary", "params:evaluation"],
+                REPORT_OUTPUTS,
+                name="evaluate",
+            ),
+        ],
+        namespace=spec.name,
+        inputs=SHARED_INPUTS,
+        parameters=SHARED_PARAMETERS,
+    )

@@ -1,0 +1,21 @@
+"""Kedro project settings for wood-anomaly."""
+
+from kedro.config import OmegaConfigLoader
+
+from wood_anomaly.hooks import ModelRunTagsHook
+
+# kedro-mlflow registers its own hook (MLflow run per `kedro run`); ours adds tags per model.
+HOOKS = (ModelRunTagsHook(),)
+
+# No telemetry: there is no network here, and users must never be prompted. (.telemetry says consent: false too.)
+DISABLE_HOOKS_FOR_PLUGINS = ("kedro-telemetry",)
+
+CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    "config_patterns": {
+        "catalog": ["catalog*", "catalog*/**", "**/catalog*"],
+        "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
+    },
+}

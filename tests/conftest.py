@@ -1,0 +1,69 @@
+"""Shared test fixtures: tiny generated data sets, the real data set (skipped when absent), Kedro runs in a temp project."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def real_data_root() -> Path:
+    """The real VSB wood set beside the repo (../shared/...), or WOOD_REAL_DATA."""
+    env = os.environ.get("WOOD_REAL_DATA")
+    return Path(env) if env else REPO_ROOT.parent / "shared" / "datasets" / "vsb_wood_esogu"
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    root = real_data_root()
+    if not (root / "train" / "good").is_dir():
+        pytest.skip(f"real data set not found at {root} (set WOOD_REAL_DATA to run this check)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small generated MVTec-layout wood set (64 px) shared by the end-to-end tests (read-only)."""
+    from wood_anomaly.data.synthetic import generate_synthetic_wood
+
+    root = tmp_path_factory.mktemp("tiny") / "wood"
+    generate_synthetic_wood(root, n_train=12, n_test_good=4, n_test_defect=6, image_size=64, seed=0)
+    return root
+
+
+@pytest.fixture
+def kedro_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A throw-away copy of the project's config: runs write data/ and mlflow.db under tmp_path only."""
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copytree(REPO_ROOT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
+    (project / "conf" / "local").mkdir()
+    shutil.copy(REPO_ROOT / "pyproject.toml", project / "pyproject.toml")
+    shutil.copy(REPO_ROOT / ".telemetry", project / ".telemetry")
+    monkeypatch.chdir(project)
+    return project
+
+
+def _run_kedro(project: Path, pipeline: str, params: dict[str, Any], env: str | None = None) -> dict[str, Any]:
+    """`kedro run --pipeline=<pipeline> --params=...` in `project` (in-process, like the CLI)."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project, env=env, runtime_params=params) as session:
+        return session.run(pipeline_names=[pipeline])
+
+
+@pytest.fixture
+def run_kedro():
+    """Call as run_kedro(project, "patchcore", {"dataset.path": ...})."""
+    return _run_kedro
