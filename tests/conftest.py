@@ -49,6 +49,7 @@ def kedro_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (project / "conf" / "local").mkdir()
     shutil.copy(REPO_ROOT / "pyproject.toml", project / "pyproject.toml")
     shutil.copy(REPO_ROOT / ".telemetry", project / ".telemetry")
+    (project / "src").mkdir()  # the package itself is installed (pip install -e .)
     monkeypatch.chdir(project)
     return project
 
@@ -58,8 +59,15 @@ def _run_kedro(project: Path, pipeline: str, params: dict[str, Any], env: str | 
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
+    nested: dict[str, Any] = {}
+    for dotted, value in params.items():  # like `kedro run --params=a.b=1`: dotted keys become nested dicts
+        *parents, leaf = dotted.split(".")
+        target = nested
+        for key in parents:
+            target = target.setdefault(key, {})
+        target[leaf] = value
     bootstrap_project(project)
-    with KedroSession.create(project_path=project, env=env, runtime_params=params) as session:
+    with KedroSession.create(project_path=project, env=env, runtime_params=nested) as session:
         return session.run(pipeline_names=[pipeline])
 
 

@@ -2,32 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-
-REAL_DATA_ENV = "WOOD_REAL_DATA"
-
-
-def real_data_root() -> Path | None:
-    """The real VSB wood set: $WOOD_REAL_DATA, else ../shared/datasets/vsb_wood_esogu next to the repo."""
-    env = os.environ.get(REAL_DATA_ENV)
-    candidates = [Path(env)] if env else []
-    repo_root = Path(__file__).resolve().parents[2]
-    candidates.append(repo_root.parent / "shared" / "datasets" / "vsb_wood_esogu")
-    return next((c for c in candidates if (c / "train" / "good").is_dir()), None)
-
-
-@pytest.fixture
-def real_root() -> Path:
-    root = real_data_root()
-    if root is None:
-        pytest.skip(f"real wood data not found (set ${REAL_DATA_ENV} or put it in ../shared/datasets/vsb_wood_esogu)")
-    return root
 
 
 def write_rgb(path: Path, size: int = 32, seed: int = 0, fmt: str | None = None) -> Path:
@@ -80,3 +60,11 @@ def make_tree(tmp_path: Path) -> MakeTree:
         return root
 
     return _make
+
+
+@pytest.fixture
+def imgio() -> object:
+    """The file writers above, for tests that build odd trees by hand (conftest is not importable)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(write_rgb=write_rgb, write_mask=write_mask)

@@ -129,7 +129,9 @@ def augment_image(image: np.ndarray, config: AugmentConfig, rng: np.random.Gener
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
-def augment_batch(images: np.ndarray, config: AugmentConfig | Mapping[str, Any], rng: np.random.Generator) -> np.ndarray:
+def augment_batch(
+    images: np.ndarray, config: AugmentConfig | Mapping[str, Any], rng: np.random.Generator
+) -> np.ndarray:
     """Augment a uint8 batch ``[N,H,W,3]`` with per-image random parameters drawn from ``rng``.
 
     Returns a new uint8 array of the same shape (a copy when ``config.enabled`` is False).

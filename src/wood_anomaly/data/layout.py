@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import warnings
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -92,11 +93,13 @@ def _mask_stem(mask: Path) -> str:
 def _match_masks(images: list[Path], mask_dir: Path) -> dict[str, Path]:
     """Map image stem -> mask path for one defect type; raise on masks that match no image."""
     by_stem: dict[str, Path] = {}
+    if not mask_dir.is_dir():
+        return by_stem
     stems = {p.stem for p in images}
     if len(stems) != len(images):
-        dup = sorted({p.stem for p in images if sum(q.stem == p.stem for q in images) > 1})
+        dup = sorted(stem for stem, n in Counter(p.stem for p in images).items() if n > 1)
         raise LayoutError(
-            f"ambiguous masks in {mask_dir}: several images in the test folder share the stem(s) {dup}"
+            f"ambiguous masks in {mask_dir}: several images in {images[0].parent} share the stem(s) {dup}"
         )
     for mask in _list_images(mask_dir):
         # '<stem>_mask.png' is the MVTec name; '<stem>.png' is accepted too. An image that is itself
@@ -371,7 +374,8 @@ def load_prepared_arrays(manifest: pd.DataFrame, size: int, *, progress: bool = 
     size = int(size)
     n = len(manifest)
     paths = [str(p) for p in manifest["path"]]
-    mask_paths = ["" if (m is None or (isinstance(m, float) and np.isnan(m))) else str(m) for m in manifest["mask_path"]]
+    # a manifest read back from CSV has NaN / <NA> where the mask path was ""
+    mask_paths = ["" if pd.isna(m) else str(m) for m in manifest["mask_path"]]
     labels = manifest["label"].to_numpy().astype(np.int64)
     images = np.zeros((n, size, size, 3), dtype=np.uint8)
     masks = np.zeros((n, size, size), dtype=np.uint8)

@@ -60,7 +60,8 @@ def wood_texture(rng: np.random.Generator, size: int) -> np.ndarray:
     v = s * (xx - 0.5) + c * (yy - 0.5)
     # growth rings seen on a flat-sawn board: near-vertical lines, warped by slow sinusoids + noise
     warp = (
-        float(rng.uniform(0.01, 0.03)) * np.sin(2 * np.pi * (v * float(rng.uniform(0.2, 0.7)) + float(rng.uniform(0, 1))))
+        float(rng.uniform(0.01, 0.03))
+        * np.sin(2 * np.pi * (v * float(rng.uniform(0.2, 0.7)) + float(rng.uniform(0, 1))))
         + float(rng.uniform(0.004, 0.012)) * _smooth_noise(rng, size, 4)
         + float(rng.uniform(0.02, 0.06)) * (v**2) * float(rng.choice([-1.0, 1.0]))
     )
@@ -68,7 +69,8 @@ def wood_texture(rng: np.random.Generator, size: int) -> np.ndarray:
     # uneven ring spacing: a slow noise added to the ring phase
     t = (u + warp) * freq + 0.25 * _smooth_noise(rng, size, 3) + float(rng.uniform(0.0, 1.0))
     late = (0.5 + 0.5 * np.sin(2 * np.pi * t)) ** float(rng.uniform(4.0, 9.0))  # sharp dark late-wood lines
-    fine = 0.5 + 0.5 * np.sin(2 * np.pi * ((u + warp) * freq * float(rng.uniform(3.0, 5.0)) + 0.5 * _smooth_noise(rng, size, 6)))
+    fine_t = (u + warp) * freq * float(rng.uniform(3.0, 5.0)) + 0.5 * _smooth_noise(rng, size, 6)
+    fine = 0.5 + 0.5 * np.sin(2 * np.pi * fine_t)  # faint fine grain between the rings
     late = np.clip(late * float(rng.uniform(0.7, 1.0)) + 0.08 * fine, 0.0, 1.0)
     # fibres: noise stretched along the grain
     fib = rng.standard_normal((size, size)).astype(np.float32)
@@ -101,7 +103,7 @@ def _polyline_mask(size: int, points: list[tuple[float, float]], width: int) -> 
 def _crack(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     size = img.shape[0]
     x, y = _centre(rng, size, 0.2)
-    length = float(rng.uniform(0.22, 0.45)) * size
+    length = float(rng.uniform(0.15, 0.4)) * size
     angle = math.radians(90.0 + float(rng.uniform(-25.0, 25.0)))  # roughly along the grain
     n_seg = int(rng.integers(5, 10))
     step = length / n_seg
@@ -115,14 +117,14 @@ def _crack(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     arr += np.maximum(0.0, 2.0 - lo) - np.maximum(0.0, hi - (size - 3.0))  # keep it inside the image
     pts = [(float(px), float(py)) for px, py in arr]
     mask = _polyline_mask(size, pts, max(1, round(size / 80)))
-    img[mask] *= float(rng.uniform(0.45, 0.65))
+    img[mask] *= float(rng.uniform(0.6, 0.8))
     return mask
 
 
 def _knot(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     size = img.shape[0]
     cx, cy = _centre(rng, size, 0.15)
-    a = float(rng.uniform(0.04, 0.09)) * size
+    a = float(rng.uniform(0.03, 0.07)) * size
     b = a * float(rng.uniform(0.55, 1.0))
     phi = float(rng.uniform(0.0, math.pi))
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
@@ -134,26 +136,29 @@ def _knot(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     core_col = np.array([95.0, 62.0, 35.0]) * float(rng.uniform(0.8, 1.2))
     ring_col = np.array([150.0, 105.0, 60.0]) * float(rng.uniform(0.9, 1.1))
     rings = 0.5 + 0.5 * np.sin(d * float(rng.uniform(12.0, 20.0)))
-    ring_alpha = (0.45 + 0.3 * rings)[..., None]
+    ring_alpha = (float(rng.uniform(0.25, 0.4)) + 0.2 * rings)[..., None]
     ring_zone = (mask & ~core)[..., None]
     img[:] = np.where(ring_zone, img * (1 - ring_alpha) + ring_col * ring_alpha, img)
-    img[core] = img[core] * 0.2 + core_col * 0.8
+    core_alpha = float(rng.uniform(0.5, 0.8))
+    img[core] = img[core] * (1 - core_alpha) + core_col * core_alpha
     return mask
 
 
 def _stain(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     size = img.shape[0]
     cx, cy = _centre(rng, size, 0.18)
-    radius = float(rng.uniform(0.07, 0.13)) * size
+    radius = float(rng.uniform(0.06, 0.12)) * size
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     r = np.sqrt(((xx - cx) / (radius * float(rng.uniform(0.7, 1.3)))) ** 2 + ((yy - cy) / radius) ** 2)
     field = np.exp(-(r**2)) * (1.0 + 0.3 * _smooth_noise(rng, size, 8))
     blob = (field > 0.45).astype(np.float32)
     alpha = ndimage.gaussian_filter(blob, sigma=max(1.0, size / 90))
-    mask = alpha > 0.5
+    mask = alpha > 0.3
+    # the soft edge may reach at most 2 px beyond the mask; nothing changes further away
+    alpha = np.where(ndimage.binary_dilation(mask, iterations=2), alpha, 0.0)
     tints = (np.array([105.0, 112.0, 118.0]), np.array([165.0, 95.0, 40.0]))  # blue stain, resin
     tint = tints[int(rng.integers(0, 2))]
-    strength = float(rng.uniform(0.4, 0.6))
+    strength = float(rng.uniform(0.25, 0.45))
     a = (alpha * strength)[..., None]
     img[:] = img * (1 - a) + tint * a
     return mask
@@ -162,7 +167,7 @@ def _stain(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
 def _scratch(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     size = img.shape[0]
     cx, cy = _centre(rng, size, 0.25)
-    length = float(rng.uniform(0.3, 0.55)) * size
+    length = float(rng.uniform(0.2, 0.5)) * size
     angle = float(rng.uniform(0.0, math.pi))
     bend = float(rng.uniform(-0.08, 0.08)) * length
     pts = []
@@ -171,7 +176,7 @@ def _scratch(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
         pts.append((cx + k * length * math.cos(angle) - off * math.sin(angle),
                     cy + k * length * math.sin(angle) + off * math.cos(angle)))
     mask = _polyline_mask(size, pts, max(1, round(size / 128)))
-    gain = float(rng.uniform(0.35, 0.55))
+    gain = float(rng.uniform(0.2, 0.4))
     img[mask] += (255.0 - img[mask]) * gain
     return mask
 

@@ -6,6 +6,9 @@ nested keys go to ``fs.open``), ``get_filepath_str`` for paths, ``_describe`` / 
 ``_release`` / ``_invalidate_cache``, and Kedro's versioning (``<filepath>/<timestamp>/<name>``).
 
 Subclasses only say how to turn data into bytes and back (``_serialise`` / ``_deserialise``).
+The base implements ``_load`` / ``_save`` (not ``load`` / ``save``): Kedro aliases and wraps
+them once per subclass; a ``save`` inherited from a parent would be wrapped twice and the two
+versioning wrappers would disagree on the save version.
 Data are serialised in memory *before* the target file is opened, so a value that cannot be
 stored raises without leaving an empty or half-written file (or an empty version folder).
 Load errors name the file and the format, e.g. ``NpzDataset: cannot read '.../x.npz' as
@@ -58,7 +61,7 @@ class BinaryFileDataset(AbstractVersionedDataset[_DI, _DO]):
         "open_args_save": {"mode": "wb"},
     }
 
-    def __init__(  # noqa: PLR0913
+    def __init__(
         self,
         *,
         filepath: str | os.PathLike,
@@ -119,7 +122,7 @@ class BinaryFileDataset(AbstractVersionedDataset[_DI, _DO]):
             "version": self._version,
         }
 
-    def load(self) -> _DO:
+    def _load(self) -> _DO:
         load_path = get_filepath_str(self._get_load_path(), self._protocol)
         with self._fs.open(load_path, **self._fs_open_args_load) as fs_file:
             raw = fs_file.read()
@@ -131,16 +134,14 @@ class BinaryFileDataset(AbstractVersionedDataset[_DI, _DO]):
                 f"{type(exc).__name__}: {exc}"
             ) from exc
 
-    def save(self, data: _DI) -> None:
-        target = self._filepath
+    def _save(self, data: _DI) -> None:
         try:
             payload = self._serialise(data)
-        except DatasetError:
-            raise
         except Exception as exc:
+            reason = str(exc) if isinstance(exc, DatasetError) else f"{type(exc).__name__}: {exc}"
             raise DatasetError(
-                f"{type(self).__name__}: cannot serialise {type(data).__name__} as "
-                f"{self.FORMAT} for '{target}': {type(exc).__name__}: {exc}"
+                f"{type(self).__name__}: cannot save {type(data).__name__} as {self.FORMAT} "
+                f"to '{self._filepath}': {reason}"
             ) from exc
         save_path = get_filepath_str(self._get_save_path(), self._protocol)
         with self._fs.open(save_path, **self._fs_open_args_save) as fs_file:
@@ -171,7 +172,7 @@ class BinaryFileDataset(AbstractVersionedDataset[_DI, _DO]):
         """Size of the file that ``load`` would read, or ``None`` when the fs cannot say."""
         try:
             return int(self._fs.size(self._load_path_str()))
-        except Exception:  # noqa: BLE001 - size is only informative
+        except Exception:
             return None
 
     @contextmanager

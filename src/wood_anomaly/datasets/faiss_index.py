@@ -38,7 +38,7 @@ def metric_name(metric_type: int) -> str:
 
 
 def is_gpu_index(index: Any) -> bool:
-    """True for ``faiss.GpuIndex*`` objects (and sharded/replicated wrappers when faiss has GPUs)."""
+    """True for ``faiss.GpuIndex*`` objects (and shard/replica wrappers when faiss has GPUs)."""
     name = type(index).__name__
     if name.startswith("Gpu"):
         return True
@@ -74,8 +74,7 @@ class FaissIndexDataset(BinaryFileDataset[faiss.Index, faiss.Index]):
     def _serialise(self, data: faiss.Index) -> bytes:
         if not isinstance(data, faiss.Index):
             raise DatasetError(
-                f"FaissIndexDataset '{self._filepath}' saves a faiss.Index, got "
-                f"{type(data).__module__}.{type(data).__qualname__}"
+                f"expected a faiss.Index, got {type(data).__module__}.{type(data).__qualname__}"
             )
         return bytes(faiss.serialize_index(to_cpu_index(data)).tobytes())
 

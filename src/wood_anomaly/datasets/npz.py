@@ -76,22 +76,20 @@ class NpzDataset(BinaryFileDataset[Mapping[str, Any], dict[str, np.ndarray]]):
 
     def _serialise(self, data: Mapping[str, Any]) -> bytes:
         if not isinstance(data, Mapping):
-            raise DatasetError(
-                f"NpzDataset '{self._filepath}' saves a dict of arrays, got {type(data).__name__}"
-            )
+            raise DatasetError("expected a dict of arrays")
         arrays: dict[str, np.ndarray] = {}
         for key, value in data.items():
             if not isinstance(key, str) or not key:
-                raise DatasetError(f"NpzDataset '{self._filepath}': key {key!r} is not a non-empty str")
+                raise DatasetError(f"key {key!r} is not a non-empty str")
             if key in RESERVED_KEYS:
                 raise DatasetError(
-                    f"NpzDataset '{self._filepath}': key '{key}' is reserved by numpy.savez "
+                    f"key '{key}' is reserved by numpy.savez "
                     f"(reserved: {sorted(RESERVED_KEYS)})"
                 )
             array = np.asarray(value)
             if array.dtype.hasobject:
                 raise DatasetError(
-                    f"NpzDataset '{self._filepath}': array '{key}' has dtype {array.dtype} "
+                    f"array '{key}' has dtype {array.dtype} "
                     "(Python objects); npz files here are written and read without pickle. "
                     "Convert it, e.g. strings with np.asarray(values, dtype=str)."
                 )
@@ -103,9 +101,10 @@ class NpzDataset(BinaryFileDataset[Mapping[str, Any], dict[str, np.ndarray]]):
 
     def _deserialise(self, raw: bytes) -> dict[str, np.ndarray]:
         load_args = {k: v for k, v in self._load_args.items() if k != "allow_pickle"}
-        with np.load(io.BytesIO(raw), allow_pickle=False, **load_args) as npz:
-            if not isinstance(npz, np.lib.npyio.NpzFile):  # a bare .npy file
-                raise ValueError("the file is a single .npy array, not an .npz archive")
+        npz = np.load(io.BytesIO(raw), allow_pickle=False, **load_args)
+        if not isinstance(npz, np.lib.npyio.NpzFile):  # a bare .npy file
+            raise ValueError("the file is a single .npy array, not an .npz archive")
+        with npz:
             return {key: npz[key] for key in npz.files}
 
     def preview(self, nrows: int = 50) -> TablePreview:

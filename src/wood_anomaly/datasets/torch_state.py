@@ -3,7 +3,8 @@
 Saved with ``torch.save``, loaded with ``torch.load(weights_only=True, map_location="cpu")``:
 loading never runs pickled code. The only non-torch globals allowed while loading are the four
 numpy ones needed to rebuild arrays and numpy scalars (``numpy._core.multiarray._reconstruct``,
-``numpy.ndarray``, ``numpy.dtype``, ``numpy._core.multiarray.scalar``).
+``numpy.ndarray``, ``numpy.dtype``, ``numpy._core.multiarray.scalar`` and the numeric / string
+dtype classes of ``numpy.dtypes``), see ``NUMPY_SAFE_GLOBALS``.
 
 What ``save`` accepts (checked before anything is written, errors name the offending key):
 a mapping whose values are, recursively, ``torch.Tensor`` (stored detached, on the CPU and
@@ -34,12 +35,18 @@ from kedro_datasets._typing import JSONPreview
 
 from ._base import BinaryFileDataset
 
-#: numpy globals ``torch.load(weights_only=True)`` must accept to rebuild arrays / scalars.
+#: numpy globals ``torch.load(weights_only=True)`` must accept to rebuild arrays / scalars
+#: (the array constructor, ``ndarray``, ``dtype`` and the concrete dtype classes except object).
 NUMPY_SAFE_GLOBALS: list[Any] = [
     np._core.multiarray._reconstruct,  # type: ignore[attr-defined]
     np.ndarray,
     np.dtype,
     np._core.multiarray.scalar,  # type: ignore[attr-defined]
+    *(
+        getattr(np.dtypes, name)
+        for name in dir(np.dtypes)
+        if name.endswith("DType") and name != "ObjectDType"
+    ),
 ]
 
 _PLAIN = (str, int, float, bool, bytes, type(None))
@@ -133,7 +140,8 @@ def _summarise(value: Any, depth: int, totals: dict[str, int]) -> Any:
             out["..."] = f"{len(keys) - _PREVIEW_MAX_KEYS} more keys"
         return out
     if isinstance(value, (list, tuple)):
-        if len(value) <= 16 and all(isinstance(v, (str, int, float, bool, type(None))) for v in value):
+        plain = all(isinstance(v, _PLAIN) and not isinstance(v, bytes) for v in value)
+        if len(value) <= 16 and plain:
             return [_summarise(v, depth + 1, totals) for v in value]
         for v in value:  # count arrays nested in long lists without listing them
             _summarise(v, _PREVIEW_MAX_DEPTH, totals)
@@ -154,9 +162,7 @@ class TorchStateDataset(BinaryFileDataset[Mapping[str, Any], dict[str, Any]]):
 
     def _serialise(self, data: Mapping[str, Any]) -> bytes:
         if not isinstance(data, Mapping):
-            raise DatasetError(
-                f"TorchStateDataset '{self._filepath}' saves a dict, got {type(data).__name__}"
-            )
+            raise DatasetError("a state must be a dict")
         state = sanitise_state(data)
         buffer = io.BytesIO()
         torch.save(state, buffer, **self._save_args)

@@ -185,8 +185,9 @@ def _map_by_position(source: dict[str, torch.Tensor], target: dict[str, torch.Te
     return out
 
 
+@functools.lru_cache(maxsize=4)
 def _full_state_dict(name: str, path: Path) -> dict[str, torch.Tensor]:
-    """Weights from ``path`` keyed like timm's full (classifier-included) ``name`` model."""
+    """Weights from ``path`` keyed like timm's full (classifier-included) ``name`` model (cached per file)."""
     import timm
 
     sd = _read_state_dict(path)

@@ -130,6 +130,14 @@ def config_input(shape: tuple[int, ...], name: str = "image") -> tuple[keras.Ker
     return inp, ConfigCarrier(name=CONFIG_LAYER_NAME)(inp)
 
 
+BN_MOMENTUM = 0.9  # Keras' 0.99 needs hundreds of steps; a 63-image set gives 4 steps per epoch
+
+
+def batch_norm(name: str | None = None) -> keras.layers.BatchNormalization:
+    """BatchNormalization whose moving statistics settle within a few epochs of a small data set."""
+    return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=name)
+
+
 def write_payload(model: keras.Model, payload: dict[str, Any]) -> None:
     model.get_layer(CONFIG_LAYER_NAME).payload = json.dumps(payload, sort_keys=True)
 
@@ -427,11 +435,11 @@ def fit_trainer(
     callbacks: list[keras.callbacks.Callback] = [EpochLog(model_name, epochs)]
     if lr_patience > 0:
         callbacks.append(
-            keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=lr_factor, patience=lr_patience, min_lr=min_lr, verbose=0)
+            keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=lr_factor, patience=lr_patience, min_lr=min_lr, mode="min", verbose=0)
         )
     if patience > 0:
         callbacks.append(
-            keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True, verbose=0)
+            keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, mode="min", restore_best_weights=True, verbose=0)
         )
     callbacks.extend(extra_callbacks or [])
     hist = trainer.fit(
@@ -560,11 +568,28 @@ class KerasReconstructionModel:
                 extra_callbacks=extra_callbacks,
             )
             # Normalisation constants of each map kind (and the extra term) on good held-out images.
-            self.fitted = {"map_norm": {k: 1.0 for k in self.kinds}, "extra_norm": 1.0}
-            ref = val_images if val_images is not None else train_images
-            self.fitted = self._normalisers(ref)
+            self.fitted = self._normalisers(val_images if val_images is not None else train_images)
         self.fit_seconds = time.perf_counter() - start
         self.device_used = tf_device_name(device)
+        self._write_payloads()
+        return self
+
+    SCORING_PARAMS: ClassVar[tuple[str, ...]] = ("map_kind", "map_sigma", "aggregation", "topk_fraction", "latent_weight")
+
+    def set_scoring(self, reference_images: np.ndarray, **changes: Any) -> KerasReconstructionModel:
+        """Change score-only params (map_kind, map_sigma, aggregation, topk_fraction, latent_weight) of a
+        fitted model without retraining; normalisation constants are recomputed on ``reference_images``
+        (good images held out of training, e.g. the validation set)."""
+        self._require_fitted()
+        bad = sorted(k for k in changes if k not in self.SCORING_PARAMS or k not in self.config)
+        if bad:
+            raise ValueError(f"{type(self).__name__}.set_scoring: {bad} are not score-only params of this model")
+        kinds = parse_map_kind(changes.get("map_kind", self.config["map_kind"]))
+        if changes.get("aggregation", self.config["aggregation"]) not in AGGREGATIONS:
+            raise ValueError(f"{type(self).__name__}: aggregation must be one of {AGGREGATIONS}")
+        self.config.update(changes)
+        self.kinds = kinds
+        self.fitted = self._normalisers(check_images(reference_images, "reference_images"))
         self._write_payloads()
         return self
 

@@ -8,7 +8,6 @@ when the node runs, so building the pipelines never imports TensorFlow or PyTorc
 from __future__ import annotations
 
 import importlib
-import inspect
 import logging
 import time
 from typing import Any
@@ -38,12 +37,11 @@ def _split(prepared_dataset: dict[str, np.ndarray], name: str) -> np.ndarray:
 
 
 def build_model(model_path: str, model_params: dict[str, Any], augmentation: dict[str, Any] | None) -> Any:
-    """Instantiate the model; models that accept ``augmentation`` get the shared transforms unless they set their own."""
-    model_cls = import_model_class(model_path)
+    """Instantiate the model; gradient-trained models get the shared transforms unless their params set their own."""
     config = dict(model_params)
-    if augmentation is not None and "augmentation" in inspect.signature(model_cls.__init__).parameters:
+    if augmentation is not None:
         config.setdefault("augmentation", dict(augmentation.get("transforms", {})))
-    return model_cls(**config)
+    return import_model_class(model_path)(**config)
 
 
 def train_model(
@@ -55,13 +53,14 @@ def train_model(
     model_name: str,
     model_path: str,
     artifact_keys: tuple[str, ...],
+    uses_augmentation: bool,
 ) -> tuple[Any, ...]:
     """Fit on train-split good images (validation split passed for early stopping/normalisation)."""
     seed = int(runtime.get("seed", 0))
     seed_everything(seed)
     train_images = prepared_dataset["images"][_split(prepared_dataset, "train")]
     val_images = prepared_dataset["images"][_split(prepared_dataset, "val")]
-    model = build_model(model_path, model_params, augmentation)
+    model = build_model(model_path, model_params, augmentation if uses_augmentation else None)
     logger.info("Training %s on %d good images (%d for validation)", model_name, len(train_images), len(val_images))
     start = time.perf_counter()
     model.fit(train_images, val_images, seed=seed, device=runtime.get("device", "auto"), progress=True)

@@ -25,6 +25,7 @@ class ModelSpec:
     name: str
     model_path: str  # "wood_anomaly.models.padim:Padim"
     artifacts: dict[str, str] = field(default_factory=lambda: {"state": "state"})
+    uses_augmentation: bool = False  # gradient-trained models get params:augmentation.transforms on the fly
 
 
 def _named(func, name: str, **bound):
@@ -41,7 +42,7 @@ def create_model_pipeline(spec: ModelSpec) -> Pipeline:
     return pipeline(
         [
             node(
-                _named(train_model, f"train_{spec.name}", model_name=spec.name, model_path=spec.model_path, artifact_keys=keys),
+                _named(train_model, f"train_{spec.name}", model_name=spec.name, model_path=spec.model_path, artifact_keys=keys, uses_augmentation=spec.uses_augmentation),
                 ["prepared_dataset", "params:model", "params:runtime", "params:augmentation"],
                 [*artifact_datasets, "training_summary"],
                 name="train",

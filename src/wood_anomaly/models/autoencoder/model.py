@@ -38,6 +38,7 @@ class AutoEncoder(KerasReconstructionModel):
     name: ClassVar[str] = "autoencoder"
     artifact_names: ClassVar[tuple[str, ...]] = ("model",)
     DEFAULTS: ClassVar[dict[str, Any]] = {
+        "epochs": 40,
         "filters": [32, 64, 128],
         "bottleneck_channels": 0,  # >0: 1x1 conv squeezing the code to this many channels
         "ssim_loss_weight": 0.0,

@@ -1,0 +1,102 @@
+"""kedro-mlflow datasets adapted to this project (Kedro 1.x catalogs, plain metric dicts).
+
+- :class:`MlflowArtifactDataset`: kedro-mlflow's artifact wrapper, versionable the Kedro 1.x way.
+- :class:`MlflowMetricsDataset`: logs ``{name: float | [float, ...]}`` (what the evaluate nodes return).
+
+``MlflowArtifactDataset``
+-------------------------
+
+kedro-mlflow's ``MlflowArtifactDataset`` builds its inner dataset itself, so an inner
+``versioned: true`` gets a save version of its own (a fresh timestamp), not the run's. Kedro 1.x's
+``DataCatalog`` then refuses it: ``VersionAlreadyExistsError: Cannot add a dataset ... All datasets
+in the catalog must have the same save version`` (kedro-org/kedro#4738, #4327). This subclass takes
+``versioned: true`` at its own level, where the catalog passes the run's ``Version`` (and any
+``--load-versions``), and gives that version to the inner dataset::
+
+    reporting.comparison_table:
+      type: wood_anomaly.datasets.mlflow_tracking.MlflowArtifactDataset
+      artifact_path: comparison
+      versioned: true                  # here, not inside `dataset`
+      dataset:
+        type: pandas.CSVDataset
+        filepath: data/08_reporting/comparison/comparison.csv
+
+Everything else (logging the saved file to the active MLflow run, or to ``run_id``) is kedro-mlflow's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kedro.io.core import DatasetError, Version
+from kedro_mlflow.io.artifacts import MlflowArtifactDataset as _KedroMlflowArtifactDataset
+from kedro_mlflow.io.metrics import MlflowMetricsHistoryDataset
+
+
+class MlflowArtifactDataset(_KedroMlflowArtifactDataset):
+    """kedro-mlflow's artifact wrapper, versioned with the catalog's (the run's) version."""
+
+    def __new__(
+        cls,
+        dataset: str | dict[str, Any],
+        run_id: str | None = None,
+        artifact_path: str | None = None,
+        credentials: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+        version: Version | None = None,
+    ) -> Any:
+        if version is not None:
+            if not isinstance(dataset, dict):
+                raise DatasetError("a versioned MlflowArtifactDataset needs `dataset` as a dict with a filepath")
+            dataset = {**dataset, "versioned": True}
+        instance = _KedroMlflowArtifactDataset.__new__(
+            _KedroMlflowArtifactDataset,
+            dataset=dataset,
+            run_id=run_id,
+            artifact_path=artifact_path,
+            credentials=credentials,
+            metadata=metadata,
+        )
+        if version is not None:
+            if not hasattr(instance, "_version"):
+                raise DatasetError(f"{type(instance).__name__} cannot be versioned (its dataset type is not versionable)")
+            instance._version = version  # the run's save version / the requested load version
+        return instance
+
+
+class MlflowMetricsDataset(MlflowMetricsHistoryDataset):
+    """Logs a plain dict of metrics: ``{name: float}`` (step 0) and ``{name: [float, ...]}`` (one step
+    per value, e.g. per-epoch losses), converted to kedro-mlflow's ``{"value", "step"}`` records.
+
+    Same arguments as ``MlflowMetricsHistoryDataset`` (``prefix``, ``run_id``); ``prefix: ""`` keeps
+    the names as given, so every model's run has the same metric names::
+
+        "{model}.mlflow_metrics":
+          type: wood_anomaly.datasets.mlflow_tracking.MlflowMetricsDataset
+          prefix: ""
+    """
+
+    @staticmethod
+    def to_records(data: dict[str, Any]) -> dict[str, Any]:
+        """``{"auroc": 0.9, "loss": [1.0, 0.5]}`` -> kedro-mlflow's records (NaN/None values dropped)."""
+        import math
+
+        def finite(value: Any) -> bool:
+            return value is not None and math.isfinite(float(value))
+
+        records: dict[str, Any] = {}
+        for key, value in data.items():
+            if isinstance(value, dict) or (isinstance(value, list) and value and isinstance(value[0], dict)):
+                records[key] = value  # already in kedro-mlflow's format
+            elif isinstance(value, (list, tuple)):
+                steps = [{"value": float(v), "step": i} for i, v in enumerate(value) if finite(v)]
+                if steps:
+                    records[key] = steps
+            elif isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise DatasetError(f"metric {key!r} must be a number or a list of numbers, got {type(value).__name__}")
+            elif finite(value):
+                records[key] = {"value": float(value), "step": 0}
+        return records
+
+    def _save(self, data: dict[str, Any]) -> None:
+        super()._save(self.to_records(data))

@@ -1,0 +1,284 @@
+"""PatchCore (Roth et al., CVPR 2022), Kedro-free, with a FAISS memory bank.
+
+fit:   pretrained features of the good training images (optionally also of their flips) ->
+       3x3 average pooling per layer (locally aware patch features) -> deeper layers upsampled
+       to the finest grid and concatenated -> greedy k-center coreset (models/coreset.py) ->
+       ``faiss.IndexFlatL2`` memory bank.
+score: every test patch's distance to its nearest bank entry = patch anomaly grid ->
+       image score: max (or mean of the top-k) of the grid, optionally re-weighted with the
+       paper's neighbourhood softmax (num_neighbors > 1); anomaly map: grid upsampled to the
+       input size and Gaussian-blurred (map_sigma pixels).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from wood_anomaly.models.base import check_images, resolve_device, seed_everything
+from wood_anomaly.models.coreset import greedy_coreset
+from wood_anomaly.models.features import FeatureExtractor
+
+logger = logging.getLogger(__name__)
+
+DEFAULTS: dict[str, Any] = {
+    "backbone": "tf_efficientnet_lite0",
+    "layers": ["blocks.1", "blocks.2"],
+    "weights": "auto",
+    "image_size": None,  # resize inputs to this square size first; None = use the input size as is
+    "pool_size": 3,  # local neighbourhood averaging of each layer's features (1 = off)
+    "train_flips": ["none", "h"],  # training images are also used flipped: "h", "v", "hv"
+    "coreset_ratio": 0.1,  # fraction of the training patches kept in the memory bank (1.0 = all)
+    "coreset_max": 20000,  # upper bound on the bank size (scoring cost grows with it); 0 = none
+    "projection_dim": 32,  # random projection used by the coreset distance computations
+    "num_neighbors": 9,  # PatchCore re-weighting of the image score (1 = off)
+    "score_aggregation": "max",  # "max" or "topk_mean" over the patch grid
+    "score_topk": 10,  # patches averaged by "topk_mean"
+    "score_sigma": 0.0,  # Gaussian blur (in patches) of the grid before the image score; 0 = off
+    "map_sigma": 4.0,  # Gaussian blur of the upsampled anomaly map, in pixels of the input
+    "batch_size": 16,
+}
+
+_FLIPS = {"none": (), "h": (2,), "v": (1,), "hv": (1, 2)}
+
+
+def gaussian_blur_maps(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Blur [N, H, W] maps with a separable Gaussian (kernel 2*ceil(4 sigma)+1, reflect padding)."""
+    if sigma <= 0:
+        return maps
+    radius = int(math.ceil(4.0 * sigma))
+    radius = min(radius, maps.shape[-1] - 1, maps.shape[-2] - 1)
+    x = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
+    k = torch.exp(-(x**2) / (2 * sigma**2))
+    k = k / k.sum()
+    out = maps.unsqueeze(1)
+    out = F.conv2d(F.pad(out, (radius, radius, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
+    out = F.conv2d(F.pad(out, (0, 0, radius, radius), mode="reflect"), k.view(1, 1, -1, 1))
+    return out.squeeze(1)
+
+
+def _gpu_faiss_available() -> bool:
+    import faiss
+
+    return hasattr(faiss, "StandardGpuResources") and getattr(faiss, "get_num_gpus", lambda: 0)() > 0
+
+
+class PatchCore:
+    """PatchCore anomaly model (see module docstring); follows the AnomalyModel contract."""
+
+    name = "patchcore"
+
+    def __init__(self, **config: Any) -> None:
+        unknown = sorted(set(config) - set(DEFAULTS))
+        if unknown:
+            raise ValueError(f"PatchCore: unknown config keys {unknown}; known: {sorted(DEFAULTS)}")
+        self.config: dict[str, Any] = {**DEFAULTS, **config}
+        self.config["layers"] = [str(x) for x in self.config["layers"]]
+        self.config["train_flips"] = [str(x) for x in self.config["train_flips"]]
+        bad = [f for f in self.config["train_flips"] if f not in _FLIPS]
+        if bad:
+            raise ValueError(f"PatchCore: train_flips {bad} not in {sorted(_FLIPS)}")
+        if self.config["score_aggregation"] not in ("max", "topk_mean"):
+            raise ValueError(f"PatchCore: score_aggregation must be 'max' or 'topk_mean', got {self.config['score_aggregation']!r}")
+        self.history: dict[str, list[float]] = {}
+        self.device = "cpu"
+        self.memory_bank = None  # faiss.Index (CPU copy, what gets saved)
+        self._search_index = None  # the index used for search (GPU copy when available)
+        self._extractor: FeatureExtractor | None = None
+        self.fit_info: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ features
+    @property
+    def extractor(self) -> FeatureExtractor:
+        if self._extractor is None or str(self._extractor.device) != str(torch.device(self.device)):
+            self._extractor = FeatureExtractor(
+                self.config["backbone"], self.config["layers"], weights=self.config["weights"], device=self.device
+            )
+        return self._extractor
+
+    def _resize(self, images: np.ndarray) -> torch.Tensor:
+        x = self.extractor.preprocess(images)
+        size = self.config["image_size"]
+        if size and tuple(x.shape[-2:]) != (int(size), int(size)):
+            x = F.interpolate(x, size=(int(size), int(size)), mode="bilinear", align_corners=False, antialias=True)
+        return x
+
+    def embed(self, images: np.ndarray) -> torch.Tensor:
+        """Patch features [N, C, h, w] (on the model's device) of uint8 images [N, H, W, 3]."""
+        feats = self.extractor(self._resize(images))
+        pool = int(self.config["pool_size"])
+        if pool > 1:
+            feats = [F.avg_pool2d(f, pool, stride=1, padding=pool // 2, count_include_pad=False) for f in feats]
+        grid = max((f.shape[-2:] for f in feats), key=lambda s: s[0] * s[1])
+        feats = [f if f.shape[-2:] == grid else F.interpolate(f, size=grid, mode="bilinear", align_corners=False) for f in feats]
+        return torch.cat(feats, 1)
+
+    def _embed_all(self, images: np.ndarray, flips: list[str], progress: bool) -> torch.Tensor:
+        """Rows of patch features [N * len(flips) * h * w, C] on the model's device."""
+        bs = int(self.config["batch_size"])
+        starts = range(0, len(images), bs)
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="patchcore features", unit="batch")
+        rows = []
+        with torch.no_grad():
+            for s in starts:
+                batch = images[s : s + bs]
+                for flip in flips:
+                    axes = _FLIPS[flip]
+                    b = np.ascontiguousarray(np.flip(batch, axis=axes)) if axes else batch
+                    f = self.embed(b)
+                    rows.append(f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]))
+        return torch.cat(rows)
+
+    # ------------------------------------------------------------------ fit
+    def fit(
+        self,
+        train_images: np.ndarray,
+        val_images: np.ndarray | None = None,
+        *,
+        seed: int = 0,
+        device: str = "auto",
+        progress: bool = True,
+    ) -> PatchCore:
+        """Build the memory bank from good images (val_images are not needed by PatchCore)."""
+        import faiss
+
+        train_images = check_images(train_images, "train_images")
+        seed_everything(seed)
+        self.device = resolve_device(device)
+        t0 = time.perf_counter()
+        feats = self._embed_all(train_images, self.config["train_flips"] or ["none"], progress)
+        t1 = time.perf_counter()
+        n_all = feats.shape[0]
+        k = int(math.ceil(float(self.config["coreset_ratio"]) * n_all))
+        if int(self.config["coreset_max"] or 0) > 0:
+            k = min(k, int(self.config["coreset_max"]))
+        k = max(1, min(k, n_all))
+        if k < n_all:
+            idx = greedy_coreset(feats, n=k, projection_dim=int(self.config["projection_dim"]), seed=seed, progress=progress)
+            bank = feats[idx.to(feats.device)]
+        else:
+            bank = feats
+        t2 = time.perf_counter()
+        bank_np = np.ascontiguousarray(bank.float().cpu().numpy())
+        index = faiss.IndexFlatL2(bank_np.shape[1])
+        index.add(bank_np)
+        self._set_index(index)
+        t3 = time.perf_counter()
+        self.fit_info = {
+            "n_train_images": int(len(train_images)),
+            "n_patches": int(n_all),
+            "bank_size": int(index.ntotal),
+            "feature_dim": int(bank_np.shape[1]),
+            "features_s": t1 - t0,
+            "coreset_s": t2 - t1,
+            "index_s": t3 - t2,
+            "device": self.device,
+        }
+        logger.info(
+            "patchcore: %d patches -> bank %d x %d (features %.1fs, coreset %.1fs)",
+            n_all, index.ntotal, bank_np.shape[1], t1 - t0, t2 - t1,
+        )
+        return self
+
+    def _set_index(self, index: Any) -> None:
+        import faiss
+
+        self.memory_bank = index
+        self._search_index = index
+        if self.device.startswith("cuda") and _gpu_faiss_available():
+            self._gpu_res = faiss.StandardGpuResources()
+            self._search_index = faiss.index_cpu_to_gpu(self._gpu_res, torch.device(self.device).index or 0, index)
+
+    # ------------------------------------------------------------------ score
+    def _search(self, queries: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+        q = np.ascontiguousarray(queries.float().cpu().numpy())
+        d2, idx = self._search_index.search(q, k)
+        return np.sqrt(np.maximum(d2, 0.0)), idx
+
+    def _reweight(self, patch: np.ndarray, nn_index: int) -> float:
+        """PatchCore eq. 7: 1 - softmax weight of the nearest bank entry among its bank neighbourhood."""
+        m = int(self.config["num_neighbors"])
+        if m <= 1:
+            return 1.0
+        nn_vec = self.memory_bank.reconstruct(int(nn_index))[None]
+        _, support = self.memory_bank.search(nn_vec, min(m, self.memory_bank.ntotal))
+        support = support[0][support[0] >= 0]
+        vecs = np.stack([self.memory_bank.reconstruct(int(i)) for i in support])
+        dists = torch.from_numpy(np.linalg.norm(vecs - patch[None], axis=1))
+        return float(1.0 - torch.softmax(dists, 0)[0])
+
+    def score(self, images: np.ndarray, *, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+        """(scores [N], anomaly maps [N, H, W] at the input resolution), float32."""
+        if self.memory_bank is None:
+            raise RuntimeError("PatchCore.score: call fit() or from_artifacts() first")
+        images = check_images(images)
+        h_in, w_in = images.shape[1:3]
+        scores = np.empty(len(images), np.float32)
+        maps = np.empty((len(images), h_in, w_in), np.float32)
+        agg = self.config["score_aggregation"]
+        topk = int(self.config["score_topk"])
+        with torch.no_grad():
+            for s in range(0, len(images), batch_size):
+                f = self.embed(images[s : s + batch_size])
+                n, c, h, w = f.shape
+                q = f.permute(0, 2, 3, 1).reshape(-1, c)
+                dist, nn = self._search(q, 1)
+                grid = torch.from_numpy(dist[:, 0].astype(np.float32)).view(n, h, w)
+                sgrid = gaussian_blur_maps(grid, float(self.config["score_sigma"]))
+                flat = sgrid.reshape(n, -1)
+                if agg == "max":
+                    img = flat.max(1).values
+                else:
+                    img = flat.topk(min(topk, flat.shape[1]), dim=1).values.mean(1)
+                if int(self.config["num_neighbors"]) > 1:
+                    arg = grid.reshape(n, -1).argmax(1)
+                    qn = q.float().cpu().numpy().reshape(n, h * w, c)
+                    nn_img = nn[:, 0].reshape(n, h * w)
+                    weights = [self._reweight(qn[i, int(arg[i])], int(nn_img[i, int(arg[i])])) for i in range(n)]
+                    img = img * torch.tensor(weights, dtype=img.dtype)
+                up = F.interpolate(grid.unsqueeze(1), size=(h_in, w_in), mode="bilinear", align_corners=False).squeeze(1)
+                up = gaussian_blur_maps(up, float(self.config["map_sigma"]))
+                scores[s : s + n] = img.numpy()
+                maps[s : s + n] = up.numpy()
+        return scores, maps
+
+    # ------------------------------------------------------------------ artifacts
+    def to_artifacts(self) -> dict[str, Any]:
+        """{"memory_bank": faiss.Index (CPU), "state": plain dict with every config value}."""
+        if self.memory_bank is None:
+            raise RuntimeError("PatchCore.to_artifacts: the model is not fitted")
+        state: dict[str, Any] = {
+            "name": self.name,
+            "config": dict(self.config),
+            "bank_size": int(self.memory_bank.ntotal),
+            "feature_dim": int(self.memory_bank.d),
+            "fit_info": dict(self.fit_info),
+        }
+        return {"memory_bank": self.memory_bank, "state": state}
+
+    @classmethod
+    def from_artifacts(cls, memory_bank: Any = None, state: dict[str, Any] | None = None, device: str = "auto") -> PatchCore:
+        """Exact inverse of :meth:`to_artifacts` (the backbone weights are reloaded from their local source)."""
+        if memory_bank is None or state is None:
+            raise ValueError("PatchCore.from_artifacts needs memory_bank= (faiss.Index) and state= (dict)")
+        if state.get("name", "patchcore") != cls.name:
+            raise ValueError(f"PatchCore.from_artifacts: state is for model {state.get('name')!r}")
+        if int(memory_bank.d) != int(state["feature_dim"]) or int(memory_bank.ntotal) != int(state["bank_size"]):
+            raise ValueError(
+                f"PatchCore.from_artifacts: memory bank is {memory_bank.ntotal} x {memory_bank.d} but the state "
+                f"says {state['bank_size']} x {state['feature_dim']} (index and state from different runs?)"
+            )
+        model = cls(**state["config"])
+        model.device = resolve_device(device)
+        model.fit_info = dict(state.get("fit_info", {}))
+        model._set_index(memory_bank)
+        return model

@@ -1,0 +1,151 @@
+"""PatchCore: contract shapes, detects a toy defect, exact save/load round trip, real-data floor."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+import torch
+
+from wood_anomaly.models.base import AnomalyModel
+from wood_anomaly.models.patchcore import PatchCore, gaussian_blur_maps
+
+SIZE = 64
+FAST = {"coreset_ratio": 0.25, "train_flips": ["none", "h"], "batch_size": 8}
+
+
+def _wood(n: int, seed: int) -> np.ndarray:
+    """Toy 'wood': noisy horizontal grain with a random phase, uint8 [n, 64, 64, 3]."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    out = []
+    for _ in range(n):
+        phase = rng.uniform(0, 2 * np.pi)
+        grain = 0.5 + 0.25 * np.sin(yy * 0.6 + 0.15 * np.sin(xx * 0.1) + phase)
+        img = grain[..., None] * np.array([200, 150, 100], np.float32) + rng.normal(0, 6, (SIZE, SIZE, 3))
+        out.append(np.clip(img, 0, 255).astype(np.uint8))
+    return np.stack(out)
+
+
+def _with_knot(images: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    imgs = images.copy()
+    masks = np.zeros(images.shape[:3], np.uint8)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    for i in range(len(imgs)):
+        cy, cx = rng.integers(16, SIZE - 16, 2)
+        m = (yy - cy) ** 2 + (xx - cx) ** 2 <= 36
+        imgs[i][m] = (40, 25, 15)
+        masks[i][m] = 1
+    return imgs, masks
+
+
+@pytest.fixture(scope="module")
+def fitted() -> PatchCore:
+    return PatchCore(**FAST).fit(_wood(10, 0), seed=0, device="cpu", progress=False)
+
+
+def test_contract_and_shapes(fitted: PatchCore) -> None:
+    assert isinstance(fitted, AnomalyModel)
+    assert fitted.history == {}
+    imgs = _wood(3, 1)
+    scores, maps = fitted.score(imgs, batch_size=2)
+    assert scores.shape == (3,) and scores.dtype == np.float32
+    assert maps.shape == (3, SIZE, SIZE) and maps.dtype == np.float32
+    info = fitted.fit_info
+    assert info["n_patches"] == 10 * 2 * 16 * 16  # 2 flips, stride-4 grid of a 64 px image
+    assert info["bank_size"] == int(np.ceil(0.25 * info["n_patches"]))
+    assert info["feature_dim"] == 24 + 40
+
+
+def test_defect_scores_higher_and_is_localised(fitted: PatchCore) -> None:
+    good = _wood(6, 2)
+    bad, masks = _with_knot(_wood(6, 3), seed=4)
+    s_good, _ = fitted.score(good)
+    s_bad, maps = fitted.score(bad)
+    assert s_bad.min() > s_good.max()
+    for amap, mask in zip(maps, masks):
+        assert amap[mask == 1].mean() > 2 * amap[mask == 0].mean()
+
+
+def test_artifacts_round_trip_scores_identically(fitted: PatchCore, tmp_path: Path) -> None:
+    art = fitted.to_artifacts()
+    assert set(art) == {"memory_bank", "state"}
+    assert isinstance(art["memory_bank"], faiss.Index)
+    faiss.write_index(art["memory_bank"], str(tmp_path / "bank.faiss"))
+    torch.save(art["state"], tmp_path / "state.pt")
+    state = torch.load(tmp_path / "state.pt", weights_only=True)  # plain types only
+    for key in ("backbone", "layers", "coreset_ratio", "map_sigma", "num_neighbors", "score_aggregation"):
+        assert state["config"][key] == fitted.config[key]
+    again = PatchCore.from_artifacts(memory_bank=faiss.read_index(str(tmp_path / "bank.faiss")), state=state)
+    imgs = _with_knot(_wood(3, 5), seed=6)[0]
+    s1, m1 = fitted.score(imgs)
+    s2, m2 = again.score(imgs)
+    np.testing.assert_array_equal(s1, s2)
+    np.testing.assert_array_equal(m1, m2)
+    with pytest.raises(ValueError, match="different runs"):
+        bad_state = {**state, "bank_size": state["bank_size"] + 1}
+        PatchCore.from_artifacts(memory_bank=art["memory_bank"], state=bad_state)
+
+
+def test_scoring_options_change_scores_consistently() -> None:
+    train = _wood(6, 7)
+    test = _with_knot(_wood(2, 8), seed=9)[0]
+    base = PatchCore(coreset_ratio=1.0, train_flips=["none"], num_neighbors=1).fit(train, progress=False)
+    s_max, maps = base.score(test)
+    np.testing.assert_allclose(s_max, maps.max(axis=(1, 2)), rtol=0.35)  # blurred map peak ~ raw max
+    topk = PatchCore.from_artifacts(**{**base.to_artifacts(), "state": {**base.to_artifacts()["state"],
+                                   "config": {**base.config, "score_aggregation": "topk_mean", "score_topk": 5}}})
+    s_top, _ = topk.score(test)
+    assert np.all(s_top <= s_max + 1e-6) and np.all(s_top > 0)
+    rew = PatchCore.from_artifacts(**{**base.to_artifacts(), "state": {**base.to_artifacts()["state"],
+                                 "config": {**base.config, "num_neighbors": 9}}})
+    s_rew, _ = rew.score(test)
+    assert np.all(s_rew < s_max) and np.all(s_rew > 0)  # weight 1 - softmax in (0, 1)
+
+
+def test_bad_config_and_unfitted_are_errors() -> None:
+    with pytest.raises(ValueError, match="unknown config"):
+        PatchCore(coreset=0.1)
+    with pytest.raises(ValueError, match="train_flips"):
+        PatchCore(train_flips=["diagonal"])
+    with pytest.raises(RuntimeError, match="fit"):
+        PatchCore().score(_wood(1, 0))
+
+
+def test_gaussian_blur_keeps_mass_and_shape() -> None:
+    m = torch.zeros(2, 33, 40)
+    m[:, 16, 20] = 1.0
+    b = gaussian_blur_maps(m, 2.0)
+    assert b.shape == m.shape
+    assert abs(float(b[0].sum()) - 1.0) < 1e-4 and float(b[0].max()) < 0.1
+    assert torch.equal(gaussian_blur_maps(m, 0.0), m)
+
+
+def _real_root() -> Path:
+    env = os.environ.get("WOOD_REAL_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "vsb_wood_esogu"
+
+
+@pytest.mark.real_data
+def test_real_data_image_auroc_floor() -> None:
+    root = _real_root()
+    if not (root / "train" / "good").is_dir():
+        pytest.skip(f"real data not found at {root}")
+    from sklearn.metrics import roc_auc_score
+
+    from wood_anomaly.data.layout import prepare_dataset
+
+    _, a = prepare_dataset(root, 256, 0.1, 0, progress=False)
+    train = a["images"][a["split"] == "train"]
+    test = a["images"][a["split"] == "test"]
+    labels = a["label"][a["split"] == "test"]
+    model = PatchCore(train_flips=["none"]).fit(train, seed=0, device="cpu", progress=False)
+    scores, _ = model.score(test)
+    auroc = roc_auc_score(labels, scores)
+    assert auroc > 0.88, f"image AUROC {auroc:.3f} on the real wood test set"

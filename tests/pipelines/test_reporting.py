@@ -1,0 +1,149 @@
+"""Reporting: one comparison (CSV + self-contained HTML) from every model's latest saved results."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+V1, V2, V3 = "2026-01-01T10.00.00.000Z", "2026-01-02T10.00.00.000Z", "2026-01-03T10.00.00.000Z"
+
+
+def versions(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if (p / path.name).exists()) if path.exists() else []
+
+
+def _save(path: Path, version: str, payload: bytes) -> None:
+    target = path / version / path.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(payload)
+
+
+def save_fake_results(data: Path, model: str, version: str, dataset: Path, *, separation: float, seed: int = 0) -> dict:
+    """What a model pipeline saves (metrics.json, scores.npz, weights), at one Kedro version."""
+    rng = np.random.default_rng(seed)
+    good = sorted((dataset / "test" / "good").iterdir())
+    defect = sorted(p for d in (dataset / "test").iterdir() if d.name != "good" for p in d.iterdir())
+    paths = [str(p) for p in good + defect]
+    labels = np.array([0] * len(good) + [1] * len(defect))
+    scores = rng.normal(0, 1, len(paths)) + separation * labels
+    maps = rng.random((len(paths), 64, 64)).astype(np.float16) + scores[:, None, None].astype(np.float16)
+    val_scores = rng.normal(0, 1, 3)
+    threshold = float(val_scores.mean() + 3 * val_scores.std())
+    from sklearn.metrics import roc_auc_score
+
+    metrics = {
+        "model": model, "image_auroc": float(roc_auc_score(labels, scores)), "image_f1": 0.5, "threshold": threshold,
+        "f1_max": 0.9, "pixel_auroc": 0.8, "aupro": 0.6, "fit_seconds": 1.5, "score_ms_per_image": 12.0,
+        "n_train": 9, "n_val": 3, "n_test_good": len(good), "n_test_defect": len(defect), "device": "cpu",
+        "backbone": "fake", "threshold_rule": "mean + 3 * std of validation (held-out good) scores",
+    }
+    _save(data / "08_reporting" / model / "metrics.json", version, json.dumps(metrics).encode())
+    buffer = io.BytesIO()
+    np.savez(buffer, path=np.array(paths), label=labels, defect_type=np.array(["good"] * len(good) + ["x"] * len(defect)),
+             scores=scores.astype(np.float32), maps=maps, val_path=np.array(["v"] * 3), val_scores=val_scores.astype(np.float32),
+             score_ms_per_image=np.float32(12.0))
+    _save(data / "07_model_output" / model / "scores.npz", version, buffer.getvalue())
+    _save(data / "06_models" / model / "state.pt", version, b"\0" * 2_000_000)
+    _save(data / "06_models" / model / "training_summary.json", version, b"{}")
+    return metrics
+
+
+@pytest.fixture
+def saved_results(kedro_project: Path, tiny_dataset: Path) -> dict:
+    """patchcore saved twice (V1 then V3), padim once (V2); the other models never run."""
+    data = kedro_project / "data"
+    save_fake_results(data, "patchcore", V1, tiny_dataset, separation=0.0, seed=1)
+    latest = save_fake_results(data, "patchcore", V3, tiny_dataset, separation=4.0, seed=2)
+    padim = save_fake_results(data, "padim", V2, tiny_dataset, separation=2.0, seed=3)
+    return {"patchcore": latest, "padim": padim}
+
+
+def _report_files(project: Path) -> tuple[pd.DataFrame, str]:
+    folder = project / "data/08_reporting/comparison"
+    (csv,) = versions(folder / "comparison.csv")
+    (html,) = versions(folder / "report.html")
+    return pd.read_csv(csv / "comparison.csv"), (html / "report.html").read_text()
+
+
+def test_report_reads_latest_results_and_skips_models_never_run(kedro_project, saved_results, run_kedro):
+    run_kedro(kedro_project, "reporting", {})
+    table, html = _report_files(kedro_project)
+
+    assert table["model"].tolist() == ["patchcore", "padim"]  # report order, never-run models skipped
+    assert table["version"].tolist() == [V3, V2]  # the LATEST version of each model
+    for column in ["image_auroc", "image_f1", "threshold", "f1_max", "pixel_auroc", "aupro", "fit_seconds",
+                   "ms_per_image", "weights_mb", "device", "seed_f1", "seed_auroc"]:
+        assert column in table.columns, column
+    row = table.set_index("model").loc["patchcore"]
+    assert row["image_auroc"] == pytest.approx(saved_results["patchcore"]["image_auroc"], rel=1e-5)
+    assert row["threshold"] == pytest.approx(saved_results["patchcore"]["threshold"], rel=1e-5)
+    assert row["weights_mb"] == pytest.approx(2.0)  # state.pt only, not the training summary
+    assert (row["seed_f1"], row["seed_auroc"]) == (0.84, 0.89)  # anchors.md section 1
+    assert table.set_index("model").loc["padim", "seed_f1"] == 0.89
+
+    # One self-contained page: every image inlined (valid PNGs), nothing fetched from elsewhere.
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
+    assert len(images) == 4  # ROC, histograms, confusion matrices, gallery
+    assert all(base64.b64decode(b)[:8] == b"\x89PNG\r\n\x1a\n" for b in images)
+    assert not re.search(r'(src|href)="(?!data:)', html)
+    assert V3 in html and V2 in html and V1 not in html
+    assert "0.84" in html and "0.89" in html  # seed numbers beside ours
+    for never_run in ["efficientad", "autoencoder", "vae", "ganomaly"]:
+        assert f"kedro run --pipeline={never_run}" in html
+
+    # The report and the CSV are logged to MLflow.
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{kedro_project / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("wood_anomaly").experiment_id])
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "comparison")}
+    assert logged == {"comparison/comparison.csv", "comparison/report.html"}
+
+
+def test_report_runs_again_as_a_new_version_and_honours_pinned_versions(kedro_project, saved_results, run_kedro, tmp_path):
+    run_kedro(kedro_project, "reporting", {})
+    catalog = kedro_project / "conf/base/catalog_reporting.yml"
+    catalog.write_text(catalog.read_text().replace("versions: {}", f"versions: {{patchcore: '{V1}'}}"))
+    run_kedro(kedro_project, "reporting", {})
+    folder = kedro_project / "data/08_reporting/comparison/comparison.csv"
+    first, second = (pd.read_csv(v / "comparison.csv") for v in versions(folder))
+    assert first["version"].tolist() == [V3, V2]
+    assert second["version"].tolist() == [V1, V2]
+    assert second.loc[0, "image_auroc"] != first.loc[0, "image_auroc"]
+
+
+def test_pinned_version_that_does_not_exist_is_a_clear_error(kedro_project, saved_results, run_kedro):
+    catalog = kedro_project / "conf/base/catalog_reporting.yml"
+    catalog.write_text(catalog.read_text().replace("versions: {}", "versions: {padim: 2020-01-01T00.00.00.000Z}"))
+    with pytest.raises(Exception, match=r"padim: no metrics saved at version '2020-01-01T00.00.00.000Z'.*" + re.escape(V2)):
+        run_kedro(kedro_project, "reporting", {})
+
+
+def test_report_without_any_trained_model_says_so(kedro_project, run_kedro):
+    run_kedro(kedro_project, "reporting", {})
+    table, html = _report_files(kedro_project)
+    assert table.empty and "image_auroc" in table.columns
+    assert "No model has saved results yet" in html and "kedro run --pipeline=patchcore" in html
+
+
+def test_default_pipeline_builds_the_report_after_every_model():
+    """`kedro run` must evaluate every model before the report reads their results from disk."""
+    from wood_anomaly.hooks import models_in
+    from wood_anomaly.pipeline_registry import register_pipelines
+
+    default = register_pipelines()["__default__"]
+    names = [n.name for n in default.nodes]  # topologically sorted: the order a sequential run uses
+    assert "reporting.build_comparison" in names
+    models = models_in(default.nodes)
+    assert models, "no model pipeline registered"
+    report = names.index("reporting.build_comparison")
+    for model in models:
+        assert names.index(f"{model}.evaluate") < report, model
+        assert f"{model}.metrics" in default.only_nodes("reporting.build_comparison").inputs()
