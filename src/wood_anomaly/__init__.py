@@ -1,3 +1,13 @@
 """wood-anomaly: unsupervised defect detection on wood surfaces."""
 
+# Import order matters: `import tensorflow` followed by the first `import triton` (pulled in by
+# torchvision.ops <- timm, i.e. every torch model here) segfaults the process (TF 2.21 + torch 2.14.1
+# CUDA wheels; `python -c "import tensorflow, triton"`). A Kedro catalog imports TensorFlow as soon as
+# it builds a Keras model dataset, before any torch model runs, so load triton first, whenever any
+# part of the package is imported (about 0.4 s).
+try:
+    import triton  # noqa: F401
+except ImportError:  # CPU-only torch builds have no triton: nothing to guard
+    pass
+
 __version__ = "0.1.0"

@@ -147,7 +147,6 @@ class ModelRunTagsHook:
             dataset.run_id = None
         self._reset()
 
-    # ------------------------------------------------------------------ hooks
     @staticmethod
     def _pop_runs_left_open(active_before: str | None) -> None:
         """End the MLflow runs this kedro run left on the active-run stack (kedro-mlflow's extra pushes)."""
@@ -156,6 +155,7 @@ class ModelRunTagsHook:
         while (run := mlflow.active_run()) is not None and run.info.run_id != active_before:
             mlflow.end_run()
 
+    # ------------------------------------------------------------------ hooks
     @hook_impl(tryfirst=True)  # before kedro-mlflow reads mlflow.yml
     def after_context_created(self, context: Any) -> None:
         """A relative SQLite tracking URI (``sqlite:///mlflow.db``) is made absolute against the project root.

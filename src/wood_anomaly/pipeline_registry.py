@@ -1,4 +1,5 @@
-"""Project pipelines: ingestion, augmentation and one pipeline per model (same shape, own namespace)."""
+"""Project pipelines: ingestion, augmentation, one pipeline per model (same shape, own namespace),
+reporting and inference."""
 
 from __future__ import annotations
 
@@ -7,38 +8,24 @@ import importlib
 from kedro.pipeline import Pipeline
 
 from wood_anomaly.hooks import MODEL_NAMES
+from wood_anomaly.pipelines import augmentation, inference, ingestion, reporting
 
 # Models trained by gradient descent use the augmentation transforms (and show the preview grid).
 AUGMENTED_MODELS = {"efficientad", "autoencoder", "vae", "ganomaly"}
 
 
-def _create(name: str) -> Pipeline | None:
-    try:
-        module = importlib.import_module(f"wood_anomaly.pipelines.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"wood_anomaly.pipelines.{name}":
-            return None
-        raise
-    return module.create_pipeline()
-
-
 def register_pipelines() -> dict[str, Pipeline]:
-    """`kedro run --pipeline=<model>` runs ingestion (+ augmentation where used) and that model end to end."""
-    ingestion = _create("ingestion")
-    augmentation = _create("augmentation")
-    pipelines: dict[str, Pipeline] = {"ingestion": ingestion, "augmentation": ingestion + augmentation}
-    default = ingestion + augmentation
+    """`kedro run --pipeline=<model>` runs ingestion (+ augmentation where used) and that model end to end;
+    `kedro run` runs everything and ends with the comparison report."""
+    ingest = ingestion.create_pipeline()
+    augment = augmentation.create_pipeline()
+    pipelines: dict[str, Pipeline] = {"ingestion": ingest, "augmentation": ingest + augment}
+    default = ingest + augment
     for name in MODEL_NAMES:
-        model_pipeline = _create(name)
-        if model_pipeline is None:
-            continue
-        pipelines[name] = ingestion + (augmentation if name in AUGMENTED_MODELS else Pipeline([])) + model_pipeline
+        model_pipeline = importlib.import_module(f"wood_anomaly.pipelines.{name}").create_pipeline()
+        pipelines[name] = ingest + (augment if name in AUGMENTED_MODELS else Pipeline([])) + model_pipeline
         default += model_pipeline
-    for extra in ("reporting", "inference"):
-        extra_pipeline = _create(extra)
-        if extra_pipeline is not None:
-            pipelines[extra] = extra_pipeline
-            if extra == "reporting":
-                default += extra_pipeline
-    pipelines["__default__"] = default
+    pipelines["inference"] = inference.create_pipeline()
+    pipelines["reporting"] = reporting.create_pipeline()  # alone: reads whatever results are saved
+    pipelines["__default__"] = default + reporting.create_pipeline(models=list(MODEL_NAMES))  # after every model
     return pipelines

@@ -14,6 +14,8 @@ CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
+    # conf/<env> files only override what they name (conf/gpu: the long schedules), deep-merged over base.
+    "merge_strategy": {"parameters": "soft"},
     "config_patterns": {
         "catalog": ["catalog*", "catalog*/**", "**/catalog*"],
         "parameters": ["parameters*", "parameters*/**", "**/parameters*"],

@@ -94,9 +94,10 @@ def test_artifacts_round_trip_scores_identically(fitted: PatchCore, tmp_path: Pa
 def test_scoring_options_change_scores_consistently() -> None:
     train = _wood(6, 7)
     test = _with_knot(_wood(2, 8), seed=9)[0]
-    base = PatchCore(coreset_ratio=1.0, train_flips=["none"], num_neighbors=1).fit(train, progress=False)
+    base = PatchCore(coreset_ratio=1.0, score_aggregation="max", score_sigma=0.0, num_neighbors=1).fit(train, progress=False)
     s_max, maps = base.score(test)
-    np.testing.assert_allclose(s_max, maps.max(axis=(1, 2)), rtol=0.35)  # blurred map peak ~ raw max
+    # the map is an interpolated + blurred version of the patch grid: never above the grid's max
+    assert np.all(maps.max(axis=(1, 2)) <= s_max * (1 + 1e-5)) and np.all(maps.max(axis=(1, 2)) > 0.3 * s_max)
     topk = PatchCore.from_artifacts(**{**base.to_artifacts(), "state": {**base.to_artifacts()["state"],
                                    "config": {**base.config, "score_aggregation": "topk_mean", "score_topk": 5}}})
     s_top, _ = topk.score(test)
@@ -145,7 +146,7 @@ def test_real_data_image_auroc_floor() -> None:
     train = a["images"][a["split"] == "train"]
     test = a["images"][a["split"] == "test"]
     labels = a["label"][a["split"] == "test"]
-    model = PatchCore(train_flips=["none"]).fit(train, seed=0, device="cpu", progress=False)
+    model = PatchCore().fit(train, seed=0, device="cpu", progress=False)  # the shipped defaults
     scores, _ = model.score(test)
     auroc = roc_auc_score(labels, scores)
-    assert auroc > 0.88, f"image AUROC {auroc:.3f} on the real wood test set"
+    assert auroc > 0.93, f"image AUROC {auroc:.3f} on the real wood test set"

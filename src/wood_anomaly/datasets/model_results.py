@@ -22,6 +22,7 @@ from typing import Any
 from kedro.io.core import AbstractDataset, DatasetError
 from kedro_datasets._typing import TablePreview
 
+from wood_anomaly.hooks import MODEL_NAMES
 from wood_anomaly.reporting.results import (
     ModelResult,
     ResultsError,
@@ -32,8 +33,8 @@ from wood_anomaly.reporting.results import (
     version_file,
 )
 
-#: every model the project knows, in report order (kept equal to hooks.MODEL_NAMES).
-DEFAULT_MODELS = ("patchcore", "padim", "efficientad", "autoencoder", "vae", "ganomaly")
+#: every model the project knows, in report order.
+DEFAULT_MODELS = MODEL_NAMES
 
 
 class ModelResultsDataset(AbstractDataset[None, dict[str, Any]]):

@@ -28,19 +28,29 @@ from kedro.io.core import AbstractDataset, DatasetError
 from kedro_datasets._typing import JSONPreview
 from parse import parse
 
+from wood_anomaly.pipelines.model_nodes import import_model_class
+from wood_anomaly.reporting.figures import map_display_range
 from wood_anomaly.reporting.results import (
     latest_version,
     list_versions,
     npz_array_shape,
     read_json,
+    read_npz,
     version_file,
 )
 
-#: how each kind of artifact is saved by the model pipelines (mirrors conf/base/catalog.yml).
+#: how each kind of artifact is saved by the model pipelines: KEEP IN SYNC with the "{model}.<artifact>"
+#: factories of conf/base/catalog.yml (minus the MLflow wrapper); TensorFlowModelDataset needs its
+#: save_args even to load (``save_format: h5`` picks the h5 reader).
 DEFAULT_ARTIFACT_DATASETS: dict[str, dict[str, Any]] = {
     "state": {"type": "wood_anomaly.datasets.TorchStateDataset", "filepath": "{models_dir}/state.pt"},
     "memory_bank": {"type": "wood_anomaly.datasets.FaissIndexDataset", "filepath": "{models_dir}/memory_bank.faiss"},
-    "keras_{part}": {"type": "tensorflow.TensorFlowModelDataset", "filepath": "{models_dir}/{part}.h5"},
+    "keras_{part}": {
+        "type": "tensorflow.TensorFlowModelDataset",
+        "filepath": "{models_dir}/{part}.h5",
+        "save_args": {"save_format": "h5", "include_optimizer": False},
+        "load_args": {"compile": False},
+    },
 }
 
 
@@ -67,9 +77,8 @@ class TrainedModel:
 
     def build(self) -> Any:
         """The model object, rebuilt with ``Model.from_artifacts(**artifacts)``."""
-        module_name, _, class_name = self.model_path.partition(":")
-        model_cls = getattr(importlib.import_module(module_name), class_name)
-        return model_cls.from_artifacts(**self.artifacts)
+        return import_model_class(self.model_path).from_artifacts(**self.artifacts)
+
 
 
 def model_spec(name: str) -> Any:
@@ -182,6 +191,7 @@ class TrainedModelDataset(AbstractDataset[None, TrainedModel]):
         if "threshold" not in metrics:
             raise DatasetError(f"{version_file(self._metrics_path, version)} has no 'threshold'")
         spec = model_spec(self._model)
+        import_model_class(spec.model_path)  # before reading weights: Keras models register their layers on import
         artifacts: dict[str, Any] = {}
         files: dict[str, str] = {}
         for key, (dataset_name, config, artifact_version) in self._artifact_files(version).items():
@@ -194,9 +204,6 @@ class TrainedModelDataset(AbstractDataset[None, TrainedModel]):
         scores_file = version_file(self._scores_path, scores_version) if scores_version else None
         display_range = None
         if scores_file is not None:
-            from wood_anomaly.reporting.figures import map_display_range
-            from wood_anomaly.reporting.results import read_npz
-
             maps = read_npz(scores_file).get("maps")
             if maps is not None and maps.size:
                 display_range = map_display_range(maps)

@@ -55,7 +55,7 @@ AGGREGATIONS = ("max", "topk")
 
 # --------------------------------------------------------------------------------------- TF set-up
 def configure_tensorflow(threads: int | None = None) -> None:
-    """Quiet TF logs and cap its CPU threads (env ``WOOD_TF_THREADS``, default 2).
+    """Quiet TF logs, cap its CPU threads (env ``WOOD_TF_THREADS``, default 2), GPU memory growth on.
 
     Thread counts can only be set before TensorFlow's runtime starts; later calls are no-ops.
     """
@@ -63,6 +63,10 @@ def configure_tensorflow(threads: int | None = None) -> None:
     with contextlib.suppress(RuntimeError):
         tf.config.threading.set_intra_op_parallelism_threads(n)
         tf.config.threading.set_inter_op_parallelism_threads(n)
+    # Grow GPU memory on demand so the PyTorch models in the same process keep theirs.
+    for gpu in tf.config.list_physical_devices("GPU"):
+        with contextlib.suppress(RuntimeError, ValueError):
+            tf.config.experimental.set_memory_growth(gpu, True)
     tf.get_logger().setLevel(logging.ERROR)
 
 

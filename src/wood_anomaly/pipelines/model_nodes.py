@@ -69,7 +69,7 @@ def train_model(
     summary = {
         "model": model_name,
         "fit_seconds": round(fit_seconds, 3),
-        "device": str(getattr(model, "device", runtime.get("device", "auto"))),
+        "device": str(getattr(model, "device_used", None) or getattr(model, "device", None) or runtime.get("device", "auto")),
         "backbone": str(model_params.get("backbone", "none (trained from scratch)")),
         "n_train": int(len(train_images)),
         "n_val": int(len(val_images)),

@@ -182,7 +182,7 @@ class Padim:
             x = e - shift
             s1 += x.sum(0)
             xt = x.transpose(0, 1)  # [P, B, D]
-            s2 += torch.matmul(xt.transpose(1, 2), xt)
+            s2.baddbmm_(xt.transpose(1, 2), xt)  # in place: no [P, D, D] temporary per batch
             n += e.shape[0]
         if n < 2:
             raise ValueError("Padim.fit: at least 2 training images are needed to estimate a covariance")

@@ -98,7 +98,8 @@ def score_images(
     """Score the readable images at the model's training size; verdict at its validation threshold.
 
     Returns the predictions table (one row per file, see :data:`PREDICTION_COLUMNS`; ``ms`` is the
-    batch's scoring time divided by its size) and ``{name: overlay PNG array}``.
+    batch's scoring time divided by its size, after one untimed warm-up call) and
+    ``{name: overlay PNG array}``.
     """
     wanted = inference.get("model")
     if wanted and wanted != trained_model.name:
@@ -125,6 +126,8 @@ def score_images(
             image = _resize(image, size)
         inputs[i] = image
         rows[i] = {"original_size": original, "resized": resized}
+    if readable:  # untimed warm-up: the first call loads weights / builds kernels, not per-image cost
+        model.score(inputs[readable[0]][None], batch_size=1)
     for start in range(0, len(readable), batch_size):
         chunk = readable[start : start + batch_size]
         t0 = time.perf_counter()
