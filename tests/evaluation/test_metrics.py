@@ -272,3 +272,12 @@ def test_pixel_metrics_on_the_real_masks(real_data) -> None:
     value = aupro(masks, blurred)
     assert time.perf_counter() - start < 20
     assert 0.5 < value < 1.0  # blur spills onto good pixels and fades small regions
+
+
+def test_false_alarm_rate_sets_k_of_the_normal_fit():
+    from wood_anomaly.evaluation.metrics import threshold_k_for_false_alarm_rate
+
+    assert threshold_k_for_false_alarm_rate(0.05) == pytest.approx(1.6449, abs=1e-4)
+    assert threshold_k_for_false_alarm_rate(0.00135) == pytest.approx(3.0, abs=1e-3)
+    with pytest.raises(ValueError):
+        threshold_k_for_false_alarm_rate(0.0)

@@ -77,6 +77,19 @@ def validation_threshold(val_scores: Any, k: float = 3.0) -> float:
     return float(scores.mean() + k * scores.std(ddof=1))
 
 
+def threshold_k_for_false_alarm_rate(false_alarm_rate: float) -> float:
+    """``k`` such that ``mean + k * std`` flags ``false_alarm_rate`` of good boards under a normal fit.
+
+    The operating point is a product decision stated up front (e.g. 0.05: one good board in twenty
+    sent for a second look), never tuned on test labels: 0.05 -> k = 1.645, 0.00135 -> k = 3.
+    """
+    from scipy.stats import norm
+
+    if not 0.0 < false_alarm_rate < 1.0:
+        raise ValueError(f"false_alarm_rate must be in (0, 1), got {false_alarm_rate}")
+    return float(norm.ppf(1.0 - false_alarm_rate))
+
+
 def predict(scores: Any, threshold: float) -> np.ndarray:
     """Predicted labels (1 = anomalous) under the project's rule ``score > threshold``."""
     return (np.asarray(scores, dtype=np.float64) > threshold).astype(np.int64)

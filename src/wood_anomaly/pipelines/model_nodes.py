@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from wood_anomaly.evaluation.metrics import evaluate
+from wood_anomaly.evaluation.metrics import evaluate, threshold_k_for_false_alarm_rate
 from wood_anomaly.evaluation.plots import (
     confusion_matrix_figure,
     heatmap_overlay_figure,
@@ -121,7 +121,8 @@ def evaluate_model(
     test = _split(prepared_dataset, "test")
     labels = scores["label"].astype(int)
     maps = scores["maps"].astype(np.float32)
-    threshold_k = float(evaluation.get("threshold_k", 3.0))
+    false_alarm_rate = float(evaluation["false_alarm_rate"])
+    threshold_k = threshold_k_for_false_alarm_rate(false_alarm_rate)
     metrics = evaluate(
         labels,
         scores["scores"],
@@ -134,7 +135,11 @@ def evaluate_model(
     )
     metrics.update(
         model=model_name,
-        threshold_rule=f"mean + {threshold_k:g} * std of validation (held-out good) scores",
+        false_alarm_rate=false_alarm_rate,
+        threshold_rule=(
+            f"mean + {threshold_k:.3f} * std of the validation (held-out good) image scores: "
+            f"flags {false_alarm_rate:.1%} of good boards under a normal fit"
+        ),
         f1_max_note="oracle: best F1 over all thresholds on the test labels, for comparison only",
         fit_seconds=training_summary["fit_seconds"],
         score_ms_per_image=float(scores["score_ms_per_image"]),
