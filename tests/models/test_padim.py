@@ -9,7 +9,7 @@ from sklearn.metrics import roc_auc_score
 
 from wood_anomaly.data.synthetic import wood_texture
 from wood_anomaly.models.padim import Padim
-from wood_anomaly.models.padim.model import gaussian_blur_maps
+from wood_anomaly.models.maps import gaussian_blur_maps
 
 SMALL = dict(image_size=64, grid_stride=4, n_features=40, batch_size=8)
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from wood_anomaly.models.base import AnomalyModel
-from wood_anomaly.models.patchcore import PatchCore, gaussian_blur_maps
+from wood_anomaly.models.maps import gaussian_blur_maps
+from wood_anomaly.models.patchcore import PatchCore
 
 SIZE = 64
 FAST = {"coreset_ratio": 0.25, "train_flips": ["none", "h"], "batch_size": 8}

@@ -71,3 +71,22 @@ def check_images(images: np.ndarray, what: str = "images") -> np.ndarray:
     if len(images) == 0:
         raise ValueError(f"{what}: no images")
     return images
+
+
+def set_cpu_threads(num_threads: int | None) -> None:
+    """Cap PyTorch's and FAISS's CPU threads (None = leave the libraries' defaults: all cores).
+
+    On a CPU shared with other busy processes, one thread per process is often faster than
+    several threads that wait on each other.
+    """
+    if not num_threads:
+        return
+    import torch
+
+    torch.set_num_threads(int(num_threads))
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(int(num_threads))
+    except ImportError:  # pragma: no cover - faiss is a hard dependency
+        pass

@@ -21,7 +21,7 @@ from wood_anomaly.evaluation.plots import (
     roc_curve_figure,
     score_histogram_figure,
 )
-from wood_anomaly.models.base import seed_everything
+from wood_anomaly.models.base import seed_everything, set_cpu_threads
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ def train_model(
     """Fit on train-split good images (validation split passed for early stopping/normalisation)."""
     seed = int(runtime.get("seed", 0))
     seed_everything(seed)
+    set_cpu_threads(runtime.get("num_threads"))
     train_images = prepared_dataset["images"][_split(prepared_dataset, "train")]
     val_images = prepared_dataset["images"][_split(prepared_dataset, "val")]
     model = build_model(model_path, model_params, augmentation if uses_augmentation else None)
@@ -83,11 +84,13 @@ def train_model(
 def score_model(
     prepared_dataset: dict[str, np.ndarray],
     scoring: dict[str, Any],
+    runtime: dict[str, Any],
     *artifacts: Any,
     model_path: str,
     artifact_keys: tuple[str, ...],
 ) -> dict[str, np.ndarray]:
     """Reload the model from its saved artifacts and score the validation and test images."""
+    set_cpu_threads(runtime.get("num_threads"))
     model = import_model_class(model_path).from_artifacts(**dict(zip(artifact_keys, artifacts)))
     batch_size = int(scoring.get("batch_size", 16))
     val = _split(prepared_dataset, "val")

@@ -49,7 +49,7 @@ def create_model_pipeline(spec: ModelSpec) -> Pipeline:
             ),
             node(
                 _named(score_model, f"score_{spec.name}", model_path=spec.model_path, artifact_keys=keys),
-                ["prepared_dataset", "params:scoring", *artifact_datasets],
+                ["prepared_dataset", "params:scoring", "params:runtime", *artifact_datasets],
                 "scores",
                 name="score",
             ),

@@ -74,7 +74,7 @@ import torch.nn.functional as F
 
 from wood_anomaly.models.base import check_images, resolve_device, seed_everything
 from wood_anomaly.models.efficientad.networks import AutoEncoder, Student, Teacher
-from wood_anomaly.models.padim.model import gaussian_blur_maps, resize_images
+from wood_anomaly.models.maps import gaussian_blur_maps, resize_images
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,6 @@ dominate the distance. Flip augmentation of the training images did not help (0.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,6 +38,7 @@ import torch.nn.functional as F
 
 from wood_anomaly.models.base import check_images, resolve_device, seed_everything
 from wood_anomaly.models.features import FeatureExtractor
+from wood_anomaly.models.maps import gaussian_blur_maps, resize_images
 
 logger = logging.getLogger(__name__)
 
@@ -56,30 +56,6 @@ DEFAULTS: dict[str, Any] = {
     "flip_augment": False,  # add h/v flipped copies of the training images
     "batch_size": 16,
 }
-
-
-def resize_images(images: np.ndarray, size: int) -> np.ndarray:
-    """uint8 [N,H,W,3] -> uint8 [N,size,size,3] (bilinear, antialiased); a no-op at the right size."""
-    if images.shape[1] == size and images.shape[2] == size:
-        return images
-    t = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
-    t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return t.round().clamp(0, 255).byte().permute(0, 2, 3, 1).contiguous().numpy()
-
-
-def gaussian_blur_maps(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Blur [N, H, W] maps with a Gaussian (kernel 2*ceil(4 sigma)+1, reflect padding), batched."""
-    if sigma <= 0:
-        return maps
-    radius = int(math.ceil(4.0 * sigma))
-    radius = min(radius, (min(maps.shape[-2:]) - 1))  # reflect padding needs pad < size
-    x = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
-    k = torch.exp(-(x**2) / (2 * sigma**2))
-    k = k / k.sum()
-    out = F.pad(maps[:, None], (radius, radius, radius, radius), mode="reflect")
-    out = F.conv2d(out, k.view(1, 1, 1, -1))
-    out = F.conv2d(out, k.view(1, 1, -1, 1))
-    return out[:, 0]
 
 
 def embed(features: Sequence[torch.Tensor], grid: int) -> torch.Tensor:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from wood_anomaly.models.base import check_images, resolve_device, seed_everything
 from wood_anomaly.models.coreset import greedy_coreset
 from wood_anomaly.models.features import FeatureExtractor
+from wood_anomaly.models.maps import gaussian_blur_maps
 
 logger = logging.getLogger(__name__)
 
@@ -51,21 +52,6 @@ DEFAULTS: dict[str, Any] = {
 }
 
 _FLIPS = {"none": (), "h": (2,), "v": (1,), "hv": (1, 2)}
-
-
-def gaussian_blur_maps(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Blur [N, H, W] maps with a separable Gaussian (kernel 2*ceil(4 sigma)+1, reflect padding)."""
-    if sigma <= 0:
-        return maps
-    radius = int(math.ceil(4.0 * sigma))
-    radius = min(radius, maps.shape[-1] - 1, maps.shape[-2] - 1)
-    x = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
-    k = torch.exp(-(x**2) / (2 * sigma**2))
-    k = k / k.sum()
-    out = maps.unsqueeze(1)
-    out = F.conv2d(F.pad(out, (radius, radius, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
-    out = F.conv2d(F.pad(out, (0, 0, radius, radius), mode="reflect"), k.view(1, 1, -1, 1))
-    return out.squeeze(1)
 
 
 def _gpu_faiss_available() -> bool:
