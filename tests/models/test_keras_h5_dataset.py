@@ -101,7 +101,7 @@ def test_reconstruction_grid_is_an_rgb_image(fitted):
 
 
 def test_unknown_params_and_bad_inputs_are_errors():
-    with pytest.raises(ValueError, match="unknown params"):
+    with pytest.raises(ValueError, match="unknown config"):
         AutoEncoder(image_sise=64)
     with pytest.raises(ValueError, match="map_kind"):
         VAE(map_kind="psnr")

@@ -90,3 +90,11 @@ def set_cpu_threads(num_threads: int | None) -> None:
         faiss.omp_set_num_threads(int(num_threads))
     except ImportError:  # pragma: no cover - faiss is a hard dependency
         pass
+
+
+def merge_config(model_name: str, defaults: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """``defaults`` updated with ``config``; a key the model does not know is an error (a typo in params)."""
+    unknown = sorted(set(config) - set(defaults))
+    if unknown:
+        raise ValueError(f"{model_name}: unknown config key(s) {unknown}; known: {sorted(defaults)}")
+    return {**defaults, **config}

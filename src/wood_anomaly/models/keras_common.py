@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from scipy.ndimage import gaussian_filter  # noqa: E402
 
-from wood_anomaly.models.base import check_images  # noqa: E402
+from wood_anomaly.models.base import check_images, merge_config  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -484,11 +484,7 @@ class KerasReconstructionModel:
     DEFAULTS: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **config: Any) -> None:
-        defaults = {**self.COMMON_DEFAULTS, **self.DEFAULTS}
-        unknown = sorted(set(config) - set(defaults))
-        if unknown:
-            raise ValueError(f"{type(self).__name__}: unknown params {unknown}; known: {sorted(defaults)}")
-        self.config: dict[str, Any] = {**defaults, **config}
+        self.config: dict[str, Any] = merge_config(type(self).__name__, {**self.COMMON_DEFAULTS, **self.DEFAULTS}, config)
         self.kinds = parse_map_kind(self.config["map_kind"])
         if self.config["aggregation"] not in AGGREGATIONS:
             raise ValueError(f"{type(self).__name__}: aggregation must be one of {AGGREGATIONS}")

@@ -72,7 +72,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wood_anomaly.models.base import check_images, resolve_device, seed_everything
+from wood_anomaly.models.base import check_images, merge_config, resolve_device, seed_everything
 from wood_anomaly.models.efficientad.networks import AutoEncoder, Student, Teacher
 from wood_anomaly.models.maps import gaussian_blur_maps, resize_images
 
@@ -108,10 +108,7 @@ class EfficientAD:
     name = "efficientad"
 
     def __init__(self, **config: Any) -> None:
-        unknown = sorted(set(config) - set(DEFAULTS))
-        if unknown:
-            raise ValueError(f"EfficientAD: unknown config key(s) {unknown}; allowed: {sorted(DEFAULTS)}")
-        self.config: dict[str, Any] = {**DEFAULTS, **config}
+        self.config: dict[str, Any] = merge_config("EfficientAD", DEFAULTS, config)
         self.config["layers"] = [str(x) for x in self.config["layers"]]
         if int(self.config["image_size"]) % 32:
             raise ValueError(f"EfficientAD: image_size must be a multiple of 32, got {self.config['image_size']}")

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wood_anomaly.models.base import check_images, resolve_device, seed_everything
+from wood_anomaly.models.base import check_images, merge_config, resolve_device, seed_everything
 from wood_anomaly.models.features import FeatureExtractor
 from wood_anomaly.models.maps import gaussian_blur_maps, resize_images
 
@@ -77,10 +77,7 @@ class Padim:
     name = "padim"
 
     def __init__(self, **config: Any) -> None:
-        unknown = sorted(set(config) - set(DEFAULTS))
-        if unknown:
-            raise ValueError(f"Padim: unknown config key(s) {unknown}; allowed: {sorted(DEFAULTS)}")
-        self.config: dict[str, Any] = {**DEFAULTS, **config}
+        self.config: dict[str, Any] = merge_config("Padim", DEFAULTS, config)
         self.config["layers"] = [str(x) for x in self.config["layers"]]
         if int(self.config["image_size"]) % int(self.config["grid_stride"]):
             raise ValueError(

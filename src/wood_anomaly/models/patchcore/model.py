@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wood_anomaly.models.base import check_images, resolve_device, seed_everything
+from wood_anomaly.models.base import check_images, merge_config, resolve_device, seed_everything
 from wood_anomaly.models.coreset import greedy_coreset
 from wood_anomaly.models.features import FeatureExtractor
 from wood_anomaly.models.maps import gaussian_blur_maps
@@ -66,10 +66,7 @@ class PatchCore:
     name = "patchcore"
 
     def __init__(self, **config: Any) -> None:
-        unknown = sorted(set(config) - set(DEFAULTS))
-        if unknown:
-            raise ValueError(f"PatchCore: unknown config keys {unknown}; known: {sorted(DEFAULTS)}")
-        self.config: dict[str, Any] = {**DEFAULTS, **config}
+        self.config: dict[str, Any] = merge_config("PatchCore", DEFAULTS, config)
         self.config["layers"] = [str(x) for x in self.config["layers"]]
         self.config["train_flips"] = [str(x) for x in self.config["train_flips"]]
         bad = [f for f in self.config["train_flips"] if f not in _FLIPS]
