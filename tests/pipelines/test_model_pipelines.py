@@ -62,3 +62,8 @@ def test_model_pipeline_end_to_end(model, kedro_project, tiny_dataset, run_kedro
     if model in ("efficientad", "autoencoder", "vae", "ganomaly"):  # gradient-trained: loss history for MLflow
         assert summary["history"] and all(len(v) >= 1 for v in summary["history"].values())
         assert only_version(data / "08_reporting" / "augmentation" / "augmentation_preview.png").stat().st_size > 0
+    if model in ("autoencoder", "vae", "ganomaly"):  # reconstruction grid: 3 rows (original, reconstruction, error)
+        from PIL import Image
+
+        grid = Image.open(only_version(data / "08_reporting" / model / "reconstruction_samples.png"))
+        assert grid.height > 2 * grid.width / 8

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from wood_anomaly.evaluation.metrics import evaluate, threshold_k_for_false_alarm_rate
 from wood_anomaly.evaluation.plots import (
@@ -110,6 +111,21 @@ def score_model(
         "val_scores": np.asarray(val_scores, dtype=np.float32),
         "score_ms_per_image": np.float32(ms_per_image),
     }
+
+
+def reconstruction_samples(
+    prepared_dataset: dict[str, np.ndarray],
+    *artifacts: Any,
+    model_path: str,
+    artifact_keys: tuple[str, ...],
+    n_per_class: int = 4,
+) -> Image.Image:
+    """Reconstruction models: originals / reconstructions / error maps of the first good and defective test boards."""
+    model = import_model_class(model_path).from_artifacts(**dict(zip(artifact_keys, artifacts)))
+    test = np.flatnonzero(_split(prepared_dataset, "test"))
+    labels = prepared_dataset["label"][test]
+    chosen = np.concatenate([test[labels == 0][:n_per_class], test[labels == 1][:n_per_class]])
+    return Image.fromarray(model.reconstruction_grid(prepared_dataset["images"][chosen], max_images=len(chosen)))
 
 
 def evaluate_model(

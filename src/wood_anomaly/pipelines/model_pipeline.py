@@ -7,7 +7,7 @@ from functools import update_wrapper, partial
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from .model_nodes import evaluate_model, score_model, train_model
+from .model_nodes import evaluate_model, reconstruction_samples, score_model, train_model
 
 SHARED_INPUTS = {"prepared_dataset"}
 SHARED_PARAMETERS = {"params:runtime", "params:evaluation", "params:augmentation"}
@@ -26,6 +26,7 @@ class ModelSpec:
     model_path: str  # "wood_anomaly.models.padim:Padim"
     artifacts: dict[str, str] = field(default_factory=lambda: {"state": "state"})
     uses_augmentation: bool = False  # gradient-trained models get params:augmentation.transforms on the fly
+    reconstructs: bool = False  # reconstruction models also save a grid of reconstructions (versioned PNG)
 
 
 def _named(func, name: str, **bound):
@@ -39,8 +40,19 @@ def _named(func, name: str, **bound):
 def create_model_pipeline(spec: ModelSpec) -> Pipeline:
     keys = tuple(spec.artifacts)
     artifact_datasets = [spec.artifacts[k] for k in keys]
+    extra_nodes = []
+    if spec.reconstructs:
+        extra_nodes.append(
+            node(
+                _named(reconstruction_samples, f"reconstruct_{spec.name}", model_path=spec.model_path, artifact_keys=keys),
+                ["prepared_dataset", *artifact_datasets],
+                "reconstruction_samples",
+                name="reconstruction_samples",
+            )
+        )
     return pipeline(
         [
+            *extra_nodes,
             node(
                 _named(train_model, f"train_{spec.name}", model_name=spec.name, model_path=spec.model_path, artifact_keys=keys, uses_augmentation=spec.uses_augmentation),
                 ["prepared_dataset", "params:model", "params:runtime", "params:augmentation"],

@@ -9,6 +9,7 @@ SPEC = ModelSpec(
     model_path="wood_anomaly.models.autoencoder:AutoEncoder",
     artifacts={"model": "keras_model"},
     uses_augmentation=True,
+    reconstructs=True,
 )
 
 

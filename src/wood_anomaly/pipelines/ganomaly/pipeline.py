@@ -9,6 +9,7 @@ SPEC = ModelSpec(
     model_path="wood_anomaly.models.ganomaly:GANomaly",
     artifacts={"generator": "keras_generator", "discriminator": "keras_discriminator"},
     uses_augmentation=True,
+    reconstructs=True,
 )
 
 

@@ -9,6 +9,7 @@ SPEC = ModelSpec(
     model_path="wood_anomaly.models.vae:VAE",
     artifacts={"encoder": "keras_encoder", "decoder": "keras_decoder"},
     uses_augmentation=True,
+    reconstructs=True,
 )
 
 
