@@ -45,6 +45,7 @@ def test_patchcore_pipeline_end_to_end(kedro_project, tiny_dataset, run_kedro):
     assert metrics["n_train"] + metrics["n_val"] == 12 and metrics["n_val"] >= 1
     assert metrics["image_auroc"] > 0.7  # the generated defects are visible to pretrained features
     assert metrics["backbone"] == "tf_efficientnet_lite0"
+    assert metrics["data_source"] == str(tiny_dataset.resolve()) and metrics["synthetic_data"] is True
 
     # One MLflow run, tagged with the model, carrying the metrics and the weights.
     import mlflow

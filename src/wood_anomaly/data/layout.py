@@ -418,7 +418,10 @@ def prepare_dataset(
 
 
 def select(arrays: dict[str, np.ndarray], splits: str | Iterable[str]) -> dict[str, np.ndarray]:
-    """Rows of the prepared arrays whose ``split`` is in ``splits`` (e.g. ``select(d, "train")``)."""
+    """Rows of the prepared arrays whose ``split`` is in ``splits`` (e.g. ``select(d, "train")``).
+
+    Scalar (0-d) entries describe the whole set (``data_source``, ``synthetic``) and are kept as they are.
+    """
     wanted = {splits} if isinstance(splits, str) else set(splits)
     keep = np.isin(arrays["split"], list(wanted))
-    return {k: v[keep] for k, v in arrays.items()}
+    return {k: (v[keep] if np.ndim(v) else v) for k, v in arrays.items()}

@@ -168,6 +168,8 @@ def evaluate_model(
         n_test_defect=int((labels == 1).sum()),
         device=training_summary["device"],
         backbone=training_summary["backbone"],
+        data_source=str(prepared_dataset["data_source"]),
+        synthetic_data=bool(prepared_dataset["synthetic"]),
     )
     mlflow_metrics: dict[str, Any] = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     for name, values in training_summary.get("history", {}).items():

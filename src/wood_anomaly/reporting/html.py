@@ -104,6 +104,13 @@ def build_html_report(
         f"<style>{STYLE}</style></head><body>",
         f"<h1>{escape(title)}</h1><p class='sub'>Generated {now}; {len(results)} model(s).</p>",
     ]
+    synthetic = sorted(r.model for r in results if r.metrics.get("synthetic_data"))
+    if synthetic:
+        parts.append(
+            "<p class='note'><b>Synthetic data:</b> " + escape(", ".join(synthetic)) + " were evaluated on the "
+            "generated synthetic wood set, so their numbers say nothing about real boards and are not comparable "
+            "with the seed report's (real boards). Run with <code>--params=dataset.path=&lt;your folder&gt;</code>.</p>"
+        )
     if not results:
         parts.append("<p><b>No model has saved results yet.</b> Train one, e.g. <code>kedro run --pipeline=patchcore</code>.</p>")
     else:

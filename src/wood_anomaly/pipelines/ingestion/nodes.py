@@ -56,6 +56,8 @@ def prepare_dataset(
         seed=int(runtime.get("seed", 0)),
     )
     manifest = manifest.assign(synthetic=bool(raw_dataset["synthetic"]))
+    # Where the images came from travels with them, so every model's metrics can say it.
+    arrays = {**arrays, "data_source": np.array(raw_dataset["root"]), "synthetic": np.array(bool(raw_dataset["synthetic"]))}
     counts = manifest.groupby(["split", "label"]).size().to_dict()
     logger.info("Prepared %d images from %s: %s", len(manifest), raw_dataset["root"], counts)
     return manifest, arrays
