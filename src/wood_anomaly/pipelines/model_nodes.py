@@ -1,4 +1,5 @@
-"""The three nodes every model pipeline shares: train, score, evaluate.
+"""The nodes every model pipeline shares: train, score, evaluate (+ reconstruction samples for the
+reconstruction models).
 
 They only slice the prepared arrays, call the Kedro-free model (``fit``/``score``/``to_artifacts``),
 time the work and hand results to the catalog. Which model runs is given by a dotted path, imported
