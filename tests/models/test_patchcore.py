@@ -109,6 +109,21 @@ def test_scoring_options_change_scores_consistently() -> None:
     assert np.all(s_rew < s_max) and np.all(s_rew > 0)  # weight 1 - softmax in (0, 1)
 
 
+
+def test_patch_neighbors_average_over_the_nearest_bank_patches() -> None:
+    train = _wood(4, 3)
+    one = PatchCore(coreset_ratio=1.0, score_aggregation="max", score_sigma=0.0, patch_neighbors=1).fit(train, progress=False)
+    five = PatchCore.from_artifacts(**{**one.to_artifacts(), "state": {**one.to_artifacts()["state"],
+                                  "config": {**one.config, "patch_neighbors": 5}}})
+    # the whole training set is the bank: with 1 neighbour each training patch finds itself (distance ~0),
+    # the mean over 5 neighbours does not
+    s1, _ = one.score(train)
+    s5, _ = five.score(train)
+    assert np.all(s1 < 1e-3) and np.all(s5 > 10 * np.maximum(s1, 1e-6))
+    test = _with_knot(_wood(2, 8), seed=9)[0]
+    assert np.all(five.score(test)[0] >= one.score(test)[0] - 1e-6)  # a mean of the k nearest >= the nearest
+
+
 def test_bad_config_and_unfitted_are_errors() -> None:
     with pytest.raises(ValueError, match="unknown config"):
         PatchCore(coreset=0.1)

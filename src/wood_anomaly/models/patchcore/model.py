@@ -4,7 +4,8 @@ fit:   pretrained features of the good training images (optionally also of their
        3x3 average pooling per layer (locally aware patch features) -> deeper layers upsampled
        to the finest grid and concatenated -> greedy k-center coreset (models/coreset.py) ->
        ``faiss.IndexFlatL2`` memory bank.
-score: every test patch's distance to its nearest bank entry = patch anomaly grid ->
+score: every test patch's mean distance to its ``patch_neighbors`` nearest bank entries (1 = the
+       paper's nearest neighbour; 5 by default, which denoises the map) = patch anomaly grid ->
        image score: max (or mean of the top-k) of the grid, optionally re-weighted with the
        paper's neighbourhood softmax (num_neighbors > 1); anomaly map: grid upsampled to the
        input size and Gaussian-blurred (map_sigma pixels).
@@ -43,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "coreset_max": 10000,  # upper bound on the bank size (scoring cost grows with it); 0 = none
     "projection_dim": 32,  # random projection used by the coreset distance computations
     "num_neighbors": 1,  # PatchCore re-weighting of the image score over this many bank neighbours (1 = off)
+    "patch_neighbors": 5,  # patch score = mean distance to this many nearest bank patches (1 = nearest only)
     "layer_balance": True,  # scale each layer by 1 / its mean channel std on the training patches
     "score_aggregation": "topk_mean",  # "max" or "topk_mean" over the (smoothed) patch grid
     "score_topk": 0.025,  # "topk_mean": a count of patches (>= 1) or a fraction of the grid (< 1)
@@ -231,8 +233,9 @@ class PatchCore:
                 f = self.embed(images[s : s + batch_size])
                 n, c, h, w = f.shape
                 q = f.permute(0, 2, 3, 1).reshape(-1, c)
-                dist, nn = self._search(q, 1)
-                grid = torch.from_numpy(dist[:, 0].astype(np.float32)).view(n, h, w)
+                k_nn = max(1, min(int(self.config["patch_neighbors"]), self.memory_bank.ntotal))
+                dist, nn = self._search(q, k_nn)
+                grid = torch.from_numpy(dist.mean(1).astype(np.float32)).view(n, h, w)
                 sgrid = gaussian_blur_maps(grid, float(self.config["score_sigma"]))
                 flat = sgrid.reshape(n, -1)
                 if agg == "max":
