@@ -70,14 +70,15 @@ def _natural_key(path: Path) -> list[object]:
     return [parts, path.name]
 
 
-def _is_image(path: Path) -> bool:
+def is_image_file(path: Path) -> bool:
+    """A visible file with one of the image suffixes this project reads."""
     return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
 
 
 def _list_images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
-    return sorted((p for p in folder.iterdir() if _is_image(p)), key=_natural_key)
+    return sorted((p for p in folder.iterdir() if is_image_file(p)), key=_natural_key)
 
 
 def _subdirs(folder: Path) -> list[Path]:
@@ -162,7 +163,7 @@ def scan_dataset(root: str | Path) -> pd.DataFrame:
     test_types = _subdirs(test_dir)
     # good first, then the defect types in alphabetical order
     test_types.sort(key=lambda p: (p.name != GOOD, p.name))
-    loose = [p.name for p in test_dir.iterdir() if _is_image(p)]
+    loose = [p.name for p in test_dir.iterdir() if is_image_file(p)]
     if loose:
         warnings.warn(f"ignoring images directly inside {test_dir} (they belong in a subfolder): {loose}", stacklevel=2)
 

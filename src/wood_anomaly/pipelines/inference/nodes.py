@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from wood_anomaly.data.layout import IMAGE_SUFFIXES, CorruptImageError, load_image
+from wood_anomaly.data.layout import IMAGE_SUFFIXES, CorruptImageError, is_image_file, load_image
 from wood_anomaly.datasets.trained_model import TrainedModel
 from wood_anomaly.reporting.figures import map_display_range, overlay_heatmap
 from wood_anomaly.evaluation.metrics import predict
@@ -40,7 +40,7 @@ def list_image_files(folder: str | Path) -> list[Path]:
         raise InferenceInputError(f"inference.images={root}: folder does not exist")
     if not root.is_dir():
         raise InferenceInputError(f"inference.images={root}: not a folder")
-    files = sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in root.iterdir() if is_image_file(p))
     if not files:
         raise InferenceInputError(
             f"inference.images={root}: no images in this folder (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
