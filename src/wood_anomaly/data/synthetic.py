@@ -207,6 +207,25 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
+def paste_defect(image: np.ndarray, rng: np.random.Generator, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """Paint one procedural defect of ``kind`` onto a copy of a real or synthetic board.
+
+    ``image``: uint8 [S, S, 3] (square, as the prepared data set is). Returns the defective
+    board (uint8, same shape; ``image`` is not modified) and the exact bool mask [S, S] of the
+    pixels the defect changes. The same ``rng`` state gives the same defect.
+    """
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"paste_defect expects a uint8 [S, S, 3] image, got {image.dtype} {image.shape}")
+    if image.shape[0] != image.shape[1]:
+        raise ValueError(f"paste_defect expects a square image, got {image.shape[0]} x {image.shape[1]}")
+    if image.shape[0] < 16:
+        raise ValueError(f"paste_defect needs an image of at least 16 px, got {image.shape[0]}")
+    canvas = image.astype(np.float32)
+    mask = render_defect(rng, canvas, kind)
+    return _to_uint8(canvas), mask
+
+
 # ------------------------------------------------------------------------------------------ writer
 def _check_target(root: Path) -> None:
     """Refuse a non-empty folder unless it is a previous synthetic set (hidden files don't count)."""
