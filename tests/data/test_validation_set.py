@@ -82,3 +82,17 @@ def test_bad_input_is_a_clear_error(bad, match):
 def test_unknown_kind_is_refused():
     with pytest.raises(ValueError, match="unknown defect type"):
         build_validation_set(_boards(2), seed=0, kinds=("hole",))
+
+
+def test_nuisance_versions_of_the_good_boards():
+    from wood_anomaly.data.validation_set import nuisance_versions
+
+    good = _boards(3)
+    out = nuisance_versions(good, {"hflip": {"kind": "hflip"}, "dark": {"kind": "brightness", "factor": 0.9}})
+    assert list(out) == ["hflip", "dark"]
+    np.testing.assert_array_equal(out["hflip"], good[:, :, ::-1])
+    assert out["dark"].dtype == np.uint8 and out["dark"].mean() < good.mean()
+    default = nuisance_versions(good)
+    assert {"hflip", "vflip", "rot180", "brightness_up", "brightness_down", "contrast_down", "jpeg", "blur"} <= set(default)
+    for name, images in default.items():
+        assert images.shape == good.shape, name

@@ -12,11 +12,13 @@ how many other boards there are.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from wood_anomaly.data.nuisances import apply_nuisance, parse_nuisances
 from wood_anomaly.data.synthetic import DEFECT_TYPES, paste_defect
 
 GOOD_KIND = "good"
@@ -114,3 +116,16 @@ def build_validation_set(
         kinds=np.asarray(out_kinds, dtype=str),
         source=np.asarray(source, dtype=np.int64),
     )
+
+
+def nuisance_versions(
+    good_images: np.ndarray, nuisances: Mapping[str, Any] | Sequence[str] | None = None
+) -> dict[str, np.ndarray]:
+    """The held-out good boards under each label-preserving nuisance: ``{name: uint8 [N, H, W, 3]}``.
+
+    ``nuisances`` is the ``evaluation.nuisances`` mapping (``name -> {kind, ...}``), a list of
+    names, or None for the issue-8 list (see :mod:`wood_anomaly.data.nuisances`). Every row stays a
+    GOOD board: a model should not flag it.
+    """
+    images = _check_good_images(good_images)
+    return {name: apply_nuisance(spec, images)[0] for name, spec in parse_nuisances(nuisances).items()}
