@@ -52,9 +52,13 @@ def test_model_pipeline_end_to_end(model, kedro_project, tiny_dataset, run_kedro
     assert METRIC_KEYS <= set(metrics)
     assert metrics["model"] == model and metrics["n_test_good"] == 4 and metrics["n_test_defect"] == 6
     assert 0.0 <= metrics["image_auroc"] <= 1.0 and np.isfinite(metrics["threshold"])
+    assert set(metrics["robustness"]) == {"plain", "hflip", "vflip", "rot180", "brightness_up", "brightness_down",
+                                          "contrast_down", "jpeg", "blur"}
+    assert all(set(e) == {"image_auroc", "pixel_auroc", "false_alarm_rate"} for e in metrics["robustness"].values())
 
     scores = np.load(only_version(data / "07_model_output" / model / "scores.npz"))
     assert scores["maps"].shape == (10, 64, 64)  # maps come back at dataset.image_size
+    assert scores["nuisance_scores"].shape == (8, 10)  # 8 nuisances x 10 test images, no extra maps stored
     assert len(scores["val_scores"]) == metrics["n_val"]
     for plot in ("roc_curve", "score_histogram", "heatmap_overlays", "confusion_matrix"):
         assert only_version(data / "08_reporting" / model / f"{plot}.png").stat().st_size > 0

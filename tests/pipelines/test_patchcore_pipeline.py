@@ -47,6 +47,18 @@ def test_patchcore_pipeline_end_to_end(kedro_project, tiny_dataset, run_kedro):
     assert metrics["backbone"] == "tf_efficientnet_lite0"
     assert metrics["data_source"] == str(tiny_dataset.resolve()) and metrics["synthetic_data"] is True
 
+    # nuisance evaluation: plain + every configured nuisance, each with the three metrics
+    nuisances = ["hflip", "vflip", "rot180", "brightness_up", "brightness_down", "contrast_down", "jpeg", "blur"]
+    assert list(metrics["robustness"]) == ["plain", *nuisances]
+    for name, entry in metrics["robustness"].items():
+        assert set(entry) == {"image_auroc", "pixel_auroc", "false_alarm_rate"}, name
+        assert 0.0 <= entry["image_auroc"] <= 1.0 and 0.0 <= entry["false_alarm_rate"] <= 1.0, name
+        assert 0.0 <= entry["pixel_auroc"] <= 1.0, name
+    # plain, measured by the robustness code, agrees with the main metrics
+    assert metrics["robustness"]["plain"]["image_auroc"] == pytest.approx(metrics["image_auroc"])
+    assert metrics["robustness"]["plain"]["false_alarm_rate"] == pytest.approx(metrics["fp"] / metrics["n_test_good"])
+    assert metrics["robustness"]["plain"]["pixel_auroc"] == pytest.approx(metrics["pixel_auroc"], abs=0.01)
+
     # One MLflow run, tagged with the model, carrying the metrics and the weights.
     import mlflow
 
@@ -57,6 +69,9 @@ def test_patchcore_pipeline_end_to_end(kedro_project, tiny_dataset, run_kedro):
     run = runs[0]
     assert run.data.tags.get("model") == "patchcore"
     assert run.data.metrics["image_auroc"] == pytest.approx(metrics["image_auroc"])
+    for name in ("hflip", "jpeg"):
+        for metric in ("image_auroc", "false_alarm_rate"):
+            assert run.data.metrics[f"robustness.{name}.{metric}"] == pytest.approx(metrics["robustness"][name][metric])
     assert "patchcore.model.coreset_ratio" in run.data.params
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "patchcore/model")}
     assert {"patchcore/model/memory_bank.faiss", "patchcore/model/state.pt"} <= artifacts

@@ -147,3 +147,39 @@ def test_default_pipeline_builds_the_report_after_every_model():
     for model in models:
         assert names.index(f"{model}.evaluate") < report, model
         assert f"{model}.metrics" in default.only_nodes("reporting.build_comparison").inputs()
+
+
+def test_report_has_a_robustness_table_and_chart_when_models_measured_nuisances(tmp_path):
+    from PIL import Image
+
+    from wood_anomaly.reporting import ModelResult, build_html_report, comparison_table
+    from wood_anomaly.reporting.robustness import robustness_html, robustness_table
+
+    def result(model: str, robustness: dict | None) -> ModelResult:
+        labels = np.array([0, 0, 1, 1])
+        metrics = {"model": model, "image_auroc": 1.0, "threshold": 0.5, "n_test_good": 2, "n_test_defect": 2}
+        if robustness is not None:
+            metrics["robustness"] = robustness
+        paths = []
+        for name in "abcd":
+            Image.fromarray(np.full((8, 8, 3), 120, np.uint8)).save(tmp_path / f"{name}.png")
+            paths.append(str(tmp_path / f"{name}.png"))
+        scores = {"label": labels, "scores": np.array([0.1, 0.2, 0.8, 0.9]), "path": np.array(paths),
+                  "maps": np.zeros((4, 8, 8), np.float16)}
+        return ModelResult(model=model, version=V1, metrics=metrics, scores=scores, scores_version=V1)
+
+    entry = lambda auc, fa: {"image_auroc": auc, "pixel_auroc": 0.9, "false_alarm_rate": fa}  # noqa: E731
+    results = [
+        result("patchcore", {"plain": entry(0.96, 0.04), "hflip": entry(0.87, 0.29), "jpeg": entry(0.955, 0.05)}),
+        result("padim", {"plain": entry(0.95, 0.08), "hflip": entry(0.95, 0.09), "jpeg": entry(0.95, 0.08)}),
+        result("vae", None),  # evaluated without nuisances: not in the robustness table
+    ]
+    table = robustness_table(results)
+    assert table["model"].unique().tolist() == ["patchcore", "padim"]
+    assert table[table["model"] == "patchcore"]["nuisance"].tolist() == ["plain", "hflip", "jpeg"]
+    cells = robustness_html(table)
+    assert "0.870 / 29.0%" in cells and cells.count('class="worse"') == 1  # only PatchCore under hflip
+    html = build_html_report(results, comparison_table(results))
+    assert "Robustness" in html and "0.950 / 9.0%" in html
+    assert len(re.findall(r'src="data:image/png;base64,', html)) == 5  # + the robustness chart
+    assert robustness_html(robustness_table([results[2]])) == ""

@@ -17,6 +17,12 @@ import numpy as np
 from PIL import Image
 
 from wood_anomaly.evaluation.metrics import evaluate, threshold_k_for_false_alarm_rate
+from wood_anomaly.evaluation.robustness import (
+    DEFAULT_ROBUSTNESS_PIXELS,
+    flatten_robustness,
+    robustness_metrics,
+    score_under_nuisances,
+)
 from wood_anomaly.evaluation.plots import (
     confusion_matrix_figure,
     heatmap_overlay_figure,
@@ -87,11 +93,14 @@ def score_model(
     prepared_dataset: dict[str, np.ndarray],
     scoring: dict[str, Any],
     runtime: dict[str, Any],
+    evaluation: dict[str, Any],
     *artifacts: Any,
     model_path: str,
     artifact_keys: tuple[str, ...],
 ) -> dict[str, np.ndarray]:
-    """Reload the model from its saved artifacts and score the validation and test images."""
+    """Reload the model from its saved artifacts and score the validation and test images, then the
+    test images again under each nuisance of ``evaluation.nuisances`` (scores and a pixel sample only,
+    see :mod:`wood_anomaly.evaluation.robustness`)."""
     set_cpu_threads(runtime.get("num_threads"))
     model = import_model_class(model_path).from_artifacts(**dict(zip(artifact_keys, artifacts)))
     batch_size = int(scoring.get("batch_size", 16))
@@ -102,7 +111,23 @@ def score_model(
     test_scores, test_maps = model.score(prepared_dataset["images"][test], batch_size=batch_size)
     ms_per_image = 1000.0 * (time.perf_counter() - start) / max(int(test.sum()), 1)
     logger.info("Scored %d test images at %.1f ms/image", int(test.sum()), ms_per_image)
+    robustness = score_under_nuisances(
+        model,
+        prepared_dataset["images"][test],
+        (evaluation or {}).get("nuisances") or {},
+        has_mask=prepared_dataset["has_mask"][test],
+        plain_maps=test_maps,
+        batch_size=batch_size,
+        max_pixels=int((evaluation or {}).get("robustness_max_pixels", DEFAULT_ROBUSTNESS_PIXELS)),
+        seed=int(runtime.get("seed", 0)),
+    )
+    if len(robustness["nuisance_names"]):
+        logger.info(
+            "Scored the test images under %d nuisances in %.1f s", len(robustness["nuisance_names"]),
+            float(robustness["nuisance_seconds"]),
+        )
     return {
+        **robustness,
         "path": prepared_dataset["path"][test],
         "label": prepared_dataset["label"][test],
         "defect_type": prepared_dataset["defect_type"][test],
@@ -172,7 +197,17 @@ def evaluate_model(
         data_source=str(prepared_dataset["data_source"]),
         synthetic_data=bool(prepared_dataset["synthetic"]),
     )
+    robustness = robustness_metrics(scores, labels, float(metrics["threshold"]), prepared_dataset["masks"][test])
+    if robustness:
+        metrics["robustness"] = robustness
+        metrics["robustness_seconds"] = float(scores.get("nuisance_seconds", float("nan")))
+        for name, entry in robustness.items():
+            logger.info(
+                "%s under %-16s image AUROC %.3f, pixel AUROC %.3f, false alarms %.1f%%",
+                model_name, name, entry["image_auroc"], entry["pixel_auroc"], 100 * entry["false_alarm_rate"],
+            )
     mlflow_metrics: dict[str, Any] = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    mlflow_metrics.update(flatten_robustness(robustness))
     for name, values in training_summary.get("history", {}).items():
         if values:
             mlflow_metrics[f"history_{name}"] = [float(v) for v in values]

@@ -61,7 +61,7 @@ def create_model_pipeline(spec: ModelSpec) -> Pipeline:
             ),
             node(
                 _named(score_model, f"score_{spec.name}", model_path=spec.model_path, artifact_keys=keys),
-                ["prepared_dataset", "params:scoring", "params:runtime", *artifact_datasets],
+                ["prepared_dataset", "params:scoring", "params:runtime", "params:evaluation", *artifact_datasets],
                 "scores",
                 name="score",
             ),

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 
 from .figures import confusion_figure, figure_to_base64, gallery_figure, histogram_figure, roc_figure, select_boards
 from .results import ModelResult
+from .robustness import robustness_figure, robustness_html, robustness_table
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#222;max-width:1400px}
@@ -133,6 +134,17 @@ def build_html_report(
             "<h2>Score histograms and thresholds</h2>", _img(histogram_figure(results), "score histograms"),
             "<h2>Confusion matrices (validation threshold)</h2>", _img(confusion_figure(results), "confusion matrices"),
         ]
+        robust = robustness_table(results)
+        if not robust.empty:
+            parts += [
+                "<h2>Robustness: the test boards turned, re-lit, compressed, blurred</h2>",
+                "<p class='note'>Each cell: image AUROC / false alarms (share of good test boards over the model's "
+                "own validation threshold) when every test image is transformed in a way that changes nothing about "
+                "the wood (<code>evaluation.nuisances</code>). <i>plain</i> = untransformed. Red: AUROC more than "
+                "0.01 below plain or false alarms more than 3 points above plain.</p>",
+                robustness_html(robust),
+                _img(robustness_figure(robust), "robustness under nuisances"),
+            ]
         boards = select_boards(results, int(gallery["n_defect"]), int(gallery["n_good"]))
         if boards:
             parts += [
