@@ -31,6 +31,9 @@ WEIGHTS = {
 METRIC_KEYS = {
     "image_auroc", "image_f1", "threshold", "f1_max", "pixel_auroc", "aupro", "fit_seconds",
     "score_ms_per_image", "n_train", "n_val", "n_test_good", "n_test_defect", "device", "backbone",
+    "n_threshold_scores", "false_alarm_rate", "test_false_alarm_rate", "expected_false_alarm_rate",
+    "expected_false_alarm_rate_ci95", "image_auroc_ci95", "image_f1_ci95", "pixel_auroc_ci95", "aupro_ci95",
+    "tpr_at_far", "validation",
 }
 
 
@@ -59,7 +62,16 @@ def test_model_pipeline_end_to_end(model, kedro_project, tiny_dataset, run_kedro
     scores = np.load(only_version(data / "07_model_output" / model / "scores.npz"))
     assert scores["maps"].shape == (10, 64, 64)  # maps come back at dataset.image_size
     assert scores["nuisance_scores"].shape == (8, 10)  # 8 nuisances x 10 test images, no extra maps stored
-    assert len(scores["val_scores"]) == metrics["n_val"]
+    if metrics["n_val"]:
+        assert len(scores["val_scores"]) == metrics["n_val"]
+    # threshold from held-out good scores: out-of-fold over all 12 good training boards for padim
+    assert metrics["n_threshold_scores"] == (12 if model == "padim" else metrics["n_val"])
+    assert metrics["test_false_alarm_rate"] == pytest.approx(float(np.mean(scores["scores"][scores["label"] == 0] > metrics["threshold"])))
+    for key in ("image_auroc", "image_f1", "pixel_auroc", "aupro"):
+        low, high = metrics[f"{key}_ci95"]
+        assert low <= high
+    assert set(metrics["tpr_at_far"]) == {"0.01", "0.05", "0.1"}
+    assert metrics["validation"]["n_good"] == metrics["n_threshold_scores"]
     for plot in ("roc_curve", "score_histogram", "heatmap_overlays", "confusion_matrix"):
         assert only_version(data / "08_reporting" / model / f"{plot}.png").stat().st_size > 0
     summary = json.loads(only_version(data / "06_models" / model / "training_summary.json").read_text())

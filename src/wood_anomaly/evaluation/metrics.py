@@ -283,6 +283,7 @@ def evaluate(
     maps: Any = None,
     has_mask: Any = None,
     threshold_k: float = 3.0,
+    threshold: float | None = None,
     **pixel_kwargs: Any,
 ) -> dict[str, float | int]:
     """All metrics of one model: the validation threshold, image metrics, pixel metrics.
@@ -290,9 +291,11 @@ def evaluate(
     ``labels`` / ``scores``: test images. ``val_scores``: held-out good validation images, used
     only for the threshold (:func:`validation_threshold` with ``k = threshold_k``). Pixel
     metrics are added when ``masks`` and ``maps`` are given (``has_mask`` defaults to all
-    True); ``pixel_kwargs`` go to :func:`pixel_metrics` (``max_pixels``, ``fpr_limit``).
+    True); ``threshold`` (e.g. :func:`.thresholds.conformal_threshold`) replaces the
+    ``mean + k * std`` rule when given; ``pixel_kwargs`` go to :func:`pixel_metrics` (``max_pixels``, ``fpr_limit``).
     """
-    threshold = validation_threshold(val_scores, k=threshold_k)
+    if threshold is None:  # legacy rule; the pipelines pass the conformal threshold (see .thresholds)
+        threshold = validation_threshold(val_scores, k=threshold_k)
     result: dict[str, float | int] = {
         "threshold": threshold,
         "threshold_k": float(threshold_k),

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from wood_anomaly.evaluation.metrics import evaluate, threshold_k_for_false_alarm_rate
+from wood_anomaly.evaluation.metrics import evaluate
 from wood_anomaly.evaluation.robustness import (
     DEFAULT_ROBUSTNESS_PIXELS,
     flatten_robustness,
@@ -52,11 +52,55 @@ def build_model(model_path: str, model_params: dict[str, Any], augmentation: dic
     return import_model_class(model_path)(**config)
 
 
+def threshold_method(evaluation: dict[str, Any] | None, model_name: str) -> tuple[str, int]:
+    """``("out_of_fold", k)`` for the models listed in ``evaluation.threshold.out_of_fold``, else ``("validation", 0)``."""
+    cfg = (evaluation or {}).get("threshold") or {}
+    if model_name in (cfg.get("out_of_fold") or []):
+        return "out_of_fold", int(cfg.get("n_folds", 5))
+    return "validation", 0
+
+
+def _out_of_fold_threshold_scores(
+    model_path: str, model_params: dict[str, Any], good_images: np.ndarray, evaluation: dict[str, Any],
+    runtime: dict[str, Any], n_folds: int, seed: int,
+) -> dict[str, Any]:
+    """k-fold out-of-fold scores of the good training boards (threshold) and of synthetic defects pasted
+    on them (label-free validation AUROC), each scored by the fold model that never saw the board."""
+    from wood_anomaly.data.validation_set import build_validation_set
+    from wood_anomaly.evaluation.thresholds import out_of_fold_scores
+
+    validation = build_validation_set(good_images, seed)  # one pasted defect per board, seeded
+    defects = validation.labels == 1
+    oof = out_of_fold_scores(
+        lambda: build_model(model_path, model_params, None),
+        good_images,
+        n_folds=n_folds,
+        seed=seed,
+        fit_kwargs={"seed": seed, "device": runtime.get("device", "auto"), "progress": False},
+        extra_images=validation.images[defects],
+        extra_source=validation.source[defects],
+    )
+    logger.info("%d out-of-fold threshold scores from %d folds in %.1f s", oof.scores.size, n_folds, oof.fit_seconds)
+    return {
+        "threshold_scores": [float(v) for v in oof.scores],
+        "threshold_source": f"out-of-fold: {n_folds}-fold over the {oof.scores.size} good training boards "
+                            "(each scored by a model fitted on the other folds; the deployed model is fitted on all)",
+        "threshold_seconds": round(oof.fit_seconds, 3),
+        "validation_scores": {
+            "good": [float(v) for v in oof.scores],
+            "defect": [float(v) for v in oof.extra_scores],
+            "defect_kind": [str(k) for k in validation.kinds[defects]],
+            "source": "out-of-fold: held-out good training boards and the same boards with a pasted synthetic defect",
+        },
+    }
+
+
 def train_model(
     prepared_dataset: dict[str, np.ndarray],
     model_params: dict[str, Any],
     runtime: dict[str, Any],
     augmentation: dict[str, Any],
+    evaluation: dict[str, Any] | None = None,
     *,
     model_name: str,
     model_path: str,
@@ -69,10 +113,19 @@ def train_model(
     set_cpu_threads(runtime.get("num_threads"))
     train_images = prepared_dataset["images"][_split(prepared_dataset, "train")]
     val_images = prepared_dataset["images"][_split(prepared_dataset, "val")]
+    method, n_folds = threshold_method(evaluation, model_name)
+    threshold_info: dict[str, Any] = {}
+    if method == "out_of_fold":  # threshold from k-fold out-of-fold scores; deployed model fitted on every good board
+        train_images = np.concatenate([train_images, val_images])
+        val_images = val_images[:0]
+        threshold_info = _out_of_fold_threshold_scores(
+            model_path, model_params, train_images, evaluation or {}, runtime, n_folds, seed
+        )
+        seed_everything(seed)
     model = build_model(model_path, model_params, augmentation if uses_augmentation else None)
     logger.info("Training %s on %d good images (%d for validation)", model_name, len(train_images), len(val_images))
     start = time.perf_counter()
-    model.fit(train_images, val_images, seed=seed, device=runtime.get("device", "auto"), progress=True)
+    model.fit(train_images, val_images if len(val_images) else None, seed=seed, device=runtime.get("device", "auto"), progress=True)
     fit_seconds = time.perf_counter() - start
     artifacts = model.to_artifacts()
     summary = {
@@ -84,6 +137,8 @@ def train_model(
         "n_val": int(len(val_images)),
         "history": {k: [float(v) for v in vs] for k, vs in getattr(model, "history", {}).items()},
         "params": model_params,
+        "threshold_method": method,
+        **threshold_info,
     }
     logger.info("Trained %s in %.1f s on %s", model_name, fit_seconds, summary["device"])
     return (*(artifacts[key] for key in artifact_keys), summary)
@@ -107,6 +162,7 @@ def score_model(
     val = _split(prepared_dataset, "val")
     test = _split(prepared_dataset, "test")
     val_scores, _ = model.score(prepared_dataset["images"][val], batch_size=batch_size)
+    val_defect_scores = _validation_defect_scores(model, prepared_dataset["images"][val], int(runtime.get("seed", 0)), batch_size)
     start = time.perf_counter()
     test_scores, test_maps = model.score(prepared_dataset["images"][test], batch_size=batch_size)
     ms_per_image = 1000.0 * (time.perf_counter() - start) / max(int(test.sum()), 1)
@@ -135,8 +191,21 @@ def score_model(
         "maps": np.asarray(test_maps, dtype=np.float16),
         "val_path": prepared_dataset["path"][val],
         "val_scores": np.asarray(val_scores, dtype=np.float32),
+        "val_defect_scores": val_defect_scores,
         "score_ms_per_image": np.float32(ms_per_image),
     }
+
+
+def _validation_defect_scores(model: Any, val_images: np.ndarray, seed: int, batch_size: int) -> np.ndarray:
+    """Scores of the held-out validation boards with one synthetic defect pasted on each (label-free
+    validation evidence: their AUROC against the plain validation boards). Empty without validation boards."""
+    if len(val_images) == 0:
+        return np.zeros(0, dtype=np.float32)
+    from wood_anomaly.data.validation_set import build_validation_set
+
+    validation = build_validation_set(val_images, seed)
+    scores, _ = model.score(validation.images[validation.labels == 1], batch_size=batch_size)
+    return np.asarray(scores, dtype=np.float32)
 
 
 def reconstruction_samples(
@@ -154,6 +223,75 @@ def reconstruction_samples(
     return Image.fromarray(model.reconstruction_grid(prepared_dataset["images"][chosen], max_images=len(chosen)))
 
 
+def _operating_point(scores: dict[str, np.ndarray], training_summary: dict[str, Any], false_alarm_rate: float) -> dict[str, Any]:
+    """The conformal threshold from the scores the model never trained on: out-of-fold scores when the
+    train node made them (``training_summary["threshold_scores"]``), else the validation split's."""
+    from wood_anomaly.evaluation.thresholds import threshold_metrics
+
+    labels = scores["label"].astype(int)
+    if training_summary.get("threshold_scores"):
+        held_out = np.asarray(training_summary["threshold_scores"], dtype=np.float64)
+        source = str(training_summary.get("threshold_source", "out-of-fold scores"))
+    else:
+        held_out = np.asarray(scores["val_scores"], dtype=np.float64)
+        source = f"the {held_out.size} held-out validation good boards"
+    return threshold_metrics(held_out, false_alarm_rate, scores["scores"][labels == 0], source)
+
+
+def _intervals(
+    prepared_dataset: dict[str, np.ndarray], scores: dict[str, np.ndarray], maps: np.ndarray, threshold: float,
+    evaluation: dict[str, Any],
+) -> dict[str, Any]:
+    """Stratified-bootstrap 95% intervals of the test metrics (fixed seed; evaluation.bootstrap)."""
+    from wood_anomaly.evaluation.uncertainty import bootstrap_intervals
+
+    cfg = evaluation.get("bootstrap") or {}
+    test = _split(prepared_dataset, "test")
+    start = time.perf_counter()
+    out = bootstrap_intervals(
+        scores["label"].astype(int), scores["scores"], threshold,
+        masks=prepared_dataset["masks"][test], maps=maps, has_mask=prepared_dataset["has_mask"][test],
+        n_resamples=int(cfg.get("n_resamples", 2000)), seed=int(cfg.get("seed", 0)),
+        fpr_limit=float(evaluation.get("aupro_fpr_limit", 0.3)),
+        rates=tuple(float(r) for r in cfg.get("tpr_at_false_alarm_rates", (0.01, 0.05, 0.10))),
+    )
+    logger.info("bootstrap intervals (%d resamples) in %.1f s", out["bootstrap"]["n_resamples"], time.perf_counter() - start)
+    return out
+
+
+def _validation_evidence(scores: dict[str, np.ndarray], training_summary: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
+    """Label-free validation AUROC: held-out good boards vs the same boards with pasted synthetic defects
+    (out-of-fold when the train node made them, else the validation split). Never a test image."""
+    from wood_anomaly.evaluation.uncertainty import validation_auroc
+
+    cfg = evaluation.get("bootstrap") or {}
+    kwargs = {"n_resamples": int(cfg.get("n_resamples", 2000)), "seed": int(cfg.get("seed", 0))}
+    stored = training_summary.get("validation_scores")
+    if stored:
+        result = validation_auroc(stored["good"], stored["defect"], **kwargs)
+        source = stored.get("source", "out-of-fold")
+    else:
+        result = validation_auroc(scores["val_scores"], scores.get("val_defect_scores", np.zeros(0)), **kwargs)
+        source = "validation split: held-out good boards and the same boards with a pasted synthetic defect"
+    return {**result, "source": source} if result else {}
+
+
+def interval_mlflow_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """``<metric>_ci95_low`` / ``_high``, ``tpr_at_far_<rate>`` (+ interval), ``validation_image_auroc``."""
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        if key.endswith("_ci95") and isinstance(value, (list, tuple)) and len(value) == 2:
+            out[f"{key}_low"], out[f"{key}_high"] = float(value[0]), float(value[1])
+    for rate, entry in (metrics.get("tpr_at_far") or {}).items():
+        out[f"tpr_at_far_{rate}"] = float(entry["tpr"])
+        out[f"tpr_at_far_{rate}_ci95_low"], out[f"tpr_at_far_{rate}_ci95_high"] = map(float, entry["ci95"])
+    validation = metrics.get("validation") or {}
+    if "image_auroc" in validation:
+        out["validation_image_auroc"] = float(validation["image_auroc"])
+        out["validation_image_auroc_ci95_low"], out["validation_image_auroc_ci95_high"] = map(float, validation["image_auroc_ci95"])
+    return {k: v for k, v in out.items() if np.isfinite(v)}
+
+
 def evaluate_model(
     prepared_dataset: dict[str, np.ndarray],
     scores: dict[str, np.ndarray],
@@ -167,7 +305,7 @@ def evaluate_model(
     labels = scores["label"].astype(int)
     maps = scores["maps"].astype(np.float32)
     false_alarm_rate = float(evaluation["false_alarm_rate"])
-    threshold_k = threshold_k_for_false_alarm_rate(false_alarm_rate)
+    operating_point = _operating_point(scores, training_summary, false_alarm_rate)
     metrics = evaluate(
         labels,
         scores["scores"],
@@ -175,16 +313,15 @@ def evaluate_model(
         masks=prepared_dataset["masks"][test],
         maps=maps,
         has_mask=prepared_dataset["has_mask"][test],
-        threshold_k=threshold_k,
+        threshold=operating_point["threshold"],
         fpr_limit=float(evaluation.get("aupro_fpr_limit", 0.3)),
     )
+    metrics.pop("threshold_k", None)
+    metrics.update(operating_point)
+    metrics.update(_intervals(prepared_dataset, scores, maps, metrics["threshold"], evaluation))
+    metrics.update(validation=_validation_evidence(scores, training_summary, evaluation))
     metrics.update(
         model=model_name,
-        false_alarm_rate=false_alarm_rate,
-        threshold_rule=(
-            f"mean + {threshold_k:.3f} * std of the validation (held-out good) image scores: "
-            f"flags {false_alarm_rate:.1%} of good boards under a normal fit"
-        ),
         f1_max_note="oracle: best F1 over all thresholds on the test labels, for comparison only",
         fit_seconds=training_summary["fit_seconds"],
         score_ms_per_image=float(scores["score_ms_per_image"]),
@@ -208,6 +345,7 @@ def evaluate_model(
             )
     mlflow_metrics: dict[str, Any] = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     mlflow_metrics.update(flatten_robustness(robustness))
+    mlflow_metrics.update(interval_mlflow_metrics(metrics))
     for name, values in training_summary.get("history", {}).items():
         if values:
             mlflow_metrics[f"history_{name}"] = [float(v) for v in values]

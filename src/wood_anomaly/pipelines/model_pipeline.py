@@ -55,7 +55,7 @@ def create_model_pipeline(spec: ModelSpec) -> Pipeline:
             *extra_nodes,
             node(
                 _named(train_model, f"train_{spec.name}", model_name=spec.name, model_path=spec.model_path, artifact_keys=keys, uses_augmentation=spec.uses_augmentation),
-                ["prepared_dataset", "params:model", "params:runtime", "params:augmentation"],
+                ["prepared_dataset", "params:model", "params:runtime", "params:augmentation", "params:evaluation"],
                 [*artifact_datasets, "training_summary"],
                 name="train",
             ),
