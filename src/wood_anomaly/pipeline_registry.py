@@ -8,7 +8,7 @@ import importlib
 from kedro.pipeline import Pipeline
 
 from wood_anomaly.hooks import MODEL_NAMES
-from wood_anomaly.pipelines import augmentation, inference, ingestion, reporting
+from wood_anomaly.pipelines import augmentation, inference, ingestion, reporting, tuning
 
 # Models trained by gradient descent use the augmentation transforms (and show the preview grid).
 AUGMENTED_MODELS = {"efficientad", "autoencoder", "vae", "ganomaly"}
@@ -27,5 +27,6 @@ def register_pipelines() -> dict[str, Pipeline]:
         default += model_pipeline
     pipelines["inference"] = inference.create_pipeline()
     pipelines["reporting"] = reporting.create_pipeline()  # alone: reads whatever results are saved
+    pipelines["tuning"] = tuning.create_pipeline()  # not in __default__: an Optuna study on train/good only
     pipelines["__default__"] = default + reporting.create_pipeline(models=list(MODEL_NAMES))  # after every model
     return pipelines
