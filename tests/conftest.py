@@ -13,6 +13,10 @@ os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+# Before any test module imports keras/tensorflow: the package loads triton first (importing triton
+# after TensorFlow segfaults, see wood_anomaly/__init__.py).
+import wood_anomaly  # noqa: E402,F401
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 

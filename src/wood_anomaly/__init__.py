@@ -1,5 +1,12 @@
 """wood-anomaly: unsupervised defect detection on wood surfaces."""
 
+import os
+
+# TensorFlow reads these when it is first imported (by a Keras model, or by the catalog's Keras
+# datasets): no C++ INFO/WARNING start-up lines (the oneDNN notice among them). A value set by the
+# user wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 # Import order matters: `import tensorflow` followed by the first `import triton` (pulled in by
 # torchvision.ops <- timm, i.e. every torch model here) segfaults the process (TF 2.21 + torch 2.14.1
 # CUDA wheels; `python -c "import tensorflow, triton"`). A Kedro catalog imports TensorFlow as soon as

@@ -33,9 +33,10 @@ from kedro.framework.hooks import hook_impl
 from kedro.pipeline import Pipeline
 from kedro.pipeline.node import Node
 
+from wood_anomaly.models.registry import MODEL_NAMES  # noqa: F401 - also re-exported for old imports
+
 logger = logging.getLogger(__name__)
 
-MODEL_NAMES = ("patchcore", "padim", "efficientad", "autoencoder", "vae", "ganomaly")
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 
 

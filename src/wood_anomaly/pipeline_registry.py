@@ -7,11 +7,8 @@ import importlib
 
 from kedro.pipeline import Pipeline
 
-from wood_anomaly.hooks import MODEL_NAMES
+from wood_anomaly.models.registry import AUGMENTED_MODELS, MODEL_NAMES
 from wood_anomaly.pipelines import augmentation, inference, ingestion, reporting, tuning
-
-# Models trained by gradient descent use the augmentation transforms (and show the preview grid).
-AUGMENTED_MODELS = {"efficientad", "autoencoder", "vae", "ganomaly"}
 
 
 def register_pipelines() -> dict[str, Pipeline]:

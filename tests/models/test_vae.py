@@ -10,7 +10,7 @@ from sklearn.metrics import roc_auc_score
 
 from wood_anomaly.data.layout import prepare_dataset, select
 from wood_anomaly.data.synthetic import wood_texture
-from wood_anomaly.models.keras_common import CUSTOM_OBJECTS
+from wood_anomaly.models.keras import CUSTOM_OBJECTS
 from wood_anomaly.models.vae import VAE, Sampling
 
 SMALL = {"image_size": 32, "filters": [8, 8, 16, 16], "latent_dim": 8, "batch_size": 4}

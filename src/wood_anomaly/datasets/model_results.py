@@ -22,7 +22,7 @@ from typing import Any
 from kedro.io.core import AbstractDataset, DatasetError
 from kedro_datasets._typing import TablePreview
 
-from wood_anomaly.hooks import MODEL_NAMES
+from wood_anomaly.models.registry import MODEL_NAMES
 from wood_anomaly.reporting.results import (
     ModelResult,
     ResultsError,

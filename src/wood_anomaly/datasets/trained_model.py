@@ -11,13 +11,14 @@ resolver (``conf/base/catalog_reporting.yml``)::
 What it loads (a :class:`TrainedModel`): the model's saved artifacts (read with the same dataset
 types the model pipeline saved them with), its metrics.json (the validation threshold), the image
 size it was trained at and a colour scale for heatmaps, all from one version. Which artifacts a
-model has comes from its ``ModelSpec`` (``wood_anomaly.pipelines.<model>.pipeline.SPEC``); how each
-artifact is stored comes from ``artifact_datasets`` (patterns like the catalog's factories).
+model has comes from the model registry (``wood_anomaly.models.registry``); how each artifact is
+stored comes from the project's catalog config (its ``{model}.<artifact>`` factories, read with
+``OmegaConfigLoader``), or from ``artifact_datasets``.
 """
 
 from __future__ import annotations
 
-import importlib
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,8 @@ from kedro.io.core import AbstractDataset, DatasetError
 from kedro_datasets._typing import JSONPreview
 from parse import parse
 
-from wood_anomaly.pipelines.model_nodes import import_model_class
+from wood_anomaly.models.registry import UnknownModelError, import_model_class
+from wood_anomaly.models.registry import model_spec as registry_spec
 from wood_anomaly.reporting.figures import map_display_range
 from wood_anomaly.reporting.results import (
     latest_version,
@@ -39,19 +41,73 @@ from wood_anomaly.reporting.results import (
     version_file,
 )
 
-#: how each kind of artifact is saved by the model pipelines: KEEP IN SYNC with the "{model}.<artifact>"
-#: factories of conf/base/catalog.yml (minus the MLflow wrapper); TensorFlowModelDataset needs its
-#: save_args even to load (``save_format: h5`` picks the h5 reader).
-DEFAULT_ARTIFACT_DATASETS: dict[str, dict[str, Any]] = {
-    "state": {"type": "wood_anomaly.datasets.TorchStateDataset", "filepath": "{models_dir}/state.pt"},
-    "memory_bank": {"type": "wood_anomaly.datasets.FaissIndexDataset", "filepath": "{models_dir}/memory_bank.faiss"},
-    "keras_{part}": {
-        "type": "tensorflow.TensorFlowModelDataset",
-        "filepath": "{models_dir}/{part}.h5",
-        "save_args": {"save_format": "h5", "include_optimizer": False},
-        "load_args": {"compile": False},
-    },
-}
+DEFAULT_MODELS_DIR = "data/06_models/{model}"
+
+
+def find_conf_source(start: Path | None = None) -> Path:
+    """The ``conf/`` folder of the Kedro project around ``start`` (default: the working directory, where
+    ``kedro run`` runs), else the one of the source checkout this package lives in."""
+    from kedro.utils import find_kedro_project
+
+    project = find_kedro_project(Path(start or Path.cwd()).resolve())
+    candidates = [Path(project) / "conf"] if project else []
+    candidates.append(Path(__file__).resolve().parents[3] / "conf")
+    for conf in candidates:
+        if (conf / "base").is_dir():
+            return conf
+    raise DatasetError(
+        f"TrainedModelDataset: no Kedro project conf/ found (looked at {', '.join(map(str, candidates))}); "
+        "run from the project folder or pass artifact_datasets"
+    )
+
+
+def catalog_artifact_datasets(conf_source: str | Path | None = None) -> dict[str, dict[str, Any]]:
+    """How the model pipelines save each kind of artifact, read from the project's catalog config.
+
+    Takes the ``"{model}.<artifact>"`` dataset factories of the catalog (e.g. ``{model}.state``,
+    ``{model}.keras_{part}``) that store an artifact of some model in :mod:`wood_anomaly.models.registry`,
+    unwraps kedro-mlflow's ``MlflowArtifactDataset`` (the inner dataset is what is on disk), drops
+    ``versioned`` (the loader sets it) and writes ``data/06_models/{model}`` as ``{models_dir}``.
+    Returns ``{"state": {...}, "keras_{part}": {...}, ...}``.
+    """
+    from kedro.config import OmegaConfigLoader
+    from parse import parse as parse_pattern
+
+    from wood_anomaly.models.registry import MODELS
+    from wood_anomaly.settings import CONFIG_LOADER_ARGS
+
+    conf = Path(conf_source) if conf_source is not None else find_conf_source()
+    loader = OmegaConfigLoader(str(conf), **CONFIG_LOADER_ARGS)
+    catalog = loader["catalog"]
+    artifact_names = {name for spec in MODELS.values() for name in spec.artifacts.values()}
+    out: dict[str, dict[str, Any]] = {}
+    for key, config in catalog.items():
+        if not key.startswith("{model}.") or not isinstance(config, dict):
+            continue
+        pattern = key[len("{model}."):]
+        if not any(pattern == name or parse_pattern(pattern, name) is not None for name in artifact_names):
+            continue
+        inner = dict(config.get("dataset", config)) if isinstance(config.get("dataset"), dict) else dict(config)
+        inner.pop("versioned", None)
+        filepath = str(inner.get("filepath", ""))
+        if filepath.startswith(DEFAULT_MODELS_DIR):
+            inner["filepath"] = "{models_dir}" + filepath[len(DEFAULT_MODELS_DIR):]
+        out[pattern] = inner
+    missing = sorted(n for n in artifact_names if not any(p == n or parse_pattern(p, n) for p in out))
+    if missing:
+        raise DatasetError(f"the catalog in {conf} has no '{{model}}.<artifact>' factory for artifacts {missing}")
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_artifact_datasets(conf: str) -> dict[str, dict[str, Any]]:
+    return catalog_artifact_datasets(conf)
+
+
+def __getattr__(name: str) -> Any:  # DEFAULT_ARTIFACT_DATASETS: read from the catalog on first use
+    if name == "DEFAULT_ARTIFACT_DATASETS":
+        return _cached_artifact_datasets(str(find_conf_source()))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class NoTrainedModelError(DatasetError):
@@ -82,15 +138,11 @@ class TrainedModel:
 
 
 def model_spec(name: str) -> Any:
-    """The ``ModelSpec`` of a model (``wood_anomaly.pipelines.<name>.pipeline.SPEC``)."""
-    from wood_anomaly.hooks import MODEL_NAMES
-
-    if name not in MODEL_NAMES:
-        raise NoTrainedModelError(f"unknown model {name!r}: inference.model must be one of {', '.join(MODEL_NAMES)}")
+    """The ``ModelSpec`` of a model (from :mod:`wood_anomaly.models.registry`)."""
     try:
-        return importlib.import_module(f"wood_anomaly.pipelines.{name}.pipeline").SPEC
-    except ModuleNotFoundError as exc:
-        raise NoTrainedModelError(f"model {name!r} has no pipeline in this version of the project ({exc})") from exc
+        return registry_spec(name)
+    except UnknownModelError as exc:
+        raise NoTrainedModelError(f"inference.model: {exc}") from None
 
 
 class TrainedModelDataset(AbstractDataset[None, TrainedModel]):
@@ -103,7 +155,10 @@ class TrainedModelDataset(AbstractDataset[None, TrainedModel]):
         models_dir / metrics_path / scores_path: where the model pipeline saved (``{model}`` is
             replaced by the name).
         artifact_datasets: ``{artifact dataset name pattern: dataset config}``; ``{models_dir}``
-            and pattern fields (``{part}``) are filled in. Defaults mirror ``catalog.yml``.
+            and pattern fields (``{part}``) are filled in. Default: the project catalog's
+            ``{model}.*`` factories (:func:`catalog_artifact_datasets`).
+        conf_source: the project's ``conf/`` folder to read those from (default: found from the
+            working directory, else this source checkout's).
     """
 
     def __init__(
@@ -115,6 +170,7 @@ class TrainedModelDataset(AbstractDataset[None, TrainedModel]):
         metrics_path: str = "data/08_reporting/{model}/metrics.json",
         scores_path: str = "data/07_model_output/{model}/scores.npz",
         artifact_datasets: dict[str, dict[str, Any]] | None = None,
+        conf_source: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
         self._model = str(model)
@@ -122,7 +178,8 @@ class TrainedModelDataset(AbstractDataset[None, TrainedModel]):
         self._models_dir = models_dir.format(model=self._model)
         self._metrics_path = metrics_path.format(model=self._model)
         self._scores_path = scores_path.format(model=self._model)
-        self._artifact_datasets = artifact_datasets or DEFAULT_ARTIFACT_DATASETS
+        self._given_artifact_datasets = artifact_datasets
+        self._conf_source = conf_source
         self.metadata = metadata
 
     # ------------------------------------------------------------------ resolution
@@ -142,6 +199,12 @@ class TrainedModelDataset(AbstractDataset[None, TrainedModel]):
                 f"versions with metrics: {', '.join(available)}"
             )
         return self._version
+
+    @property
+    def _artifact_datasets(self) -> dict[str, dict[str, Any]]:
+        if self._given_artifact_datasets:
+            return self._given_artifact_datasets
+        return _cached_artifact_datasets(str(Path(self._conf_source) if self._conf_source else find_conf_source()))
 
     def _artifact_config(self, dataset_name: str) -> dict[str, Any]:
         for pattern, config in self._artifact_datasets.items():

@@ -8,7 +8,6 @@ when the node runs, so building the pipelines never imports TensorFlow or PyTorc
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from typing import Any
@@ -30,14 +29,9 @@ from wood_anomaly.evaluation.plots import (
     score_histogram_figure,
 )
 from wood_anomaly.models.base import seed_everything, set_cpu_threads
+from wood_anomaly.models.registry import import_model_class
 
 logger = logging.getLogger(__name__)
-
-
-def import_model_class(model_path: str) -> type:
-    """'package.module:ClassName' -> the class."""
-    module_name, _, class_name = model_path.partition(":")
-    return getattr(importlib.import_module(module_name), class_name)
 
 
 def _split(prepared_dataset: dict[str, np.ndarray], name: str) -> np.ndarray:

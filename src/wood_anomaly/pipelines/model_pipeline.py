@@ -1,32 +1,21 @@
-"""One pipeline shape for every model: train -> score -> evaluate, namespaced by the model's name."""
+"""One pipeline shape for every model: train -> score -> evaluate, namespaced by the model's name.
+
+What differs between models is their :class:`~wood_anomaly.models.registry.ModelSpec` (re-exported here).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import update_wrapper, partial
 
 from kedro.pipeline import Pipeline, node, pipeline
+
+from wood_anomaly.models.registry import ModelSpec
 
 from .model_nodes import evaluate_model, reconstruction_samples, score_model, train_model
 
 SHARED_INPUTS = {"prepared_dataset"}
 SHARED_PARAMETERS = {"params:runtime", "params:evaluation", "params:augmentation"}
 REPORT_OUTPUTS = ["metrics", "mlflow_metrics", "roc_curve", "score_histogram", "heatmap_overlays", "confusion_matrix"]
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What differs between models: the class to run and the catalog names of its saved artifacts.
-
-    ``artifacts`` maps the keys of ``Model.to_artifacts()`` to dataset names inside the model's
-    namespace (``{"state": "state"}`` -> catalog entry ``padim.state``).
-    """
-
-    name: str
-    model_path: str  # "wood_anomaly.models.padim:Padim"
-    artifacts: dict[str, str] = field(default_factory=lambda: {"state": "state"})
-    uses_augmentation: bool = False  # gradient-trained models get params:augmentation.transforms on the fly
-    reconstructs: bool = False  # reconstruction models also save a grid of reconstructions (versioned PNG)
 
 
 def _named(func, name: str, **bound):

@@ -1,6 +1,6 @@
 """Convolutional autoencoder: Conv(32)-Pool-Conv(64)-Pool-Conv(128)-Pool, mirrored decoder, sigmoid output.
 
-Trained with MSE (+ optional SSIM loss); anomaly map = per-pixel reconstruction error (see keras_common).
+Trained with MSE (+ optional SSIM loss); anomaly map = per-pixel reconstruction error (see wood_anomaly.models.keras.maps).
 Artifacts: {"model": keras.Model}.
 """
 
@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from wood_anomaly.models.keras_common import KerasReconstructionModel, LossTrainer, config_input, ssim_map
+from wood_anomaly.models.keras import KerasReconstructionModel, LossTrainer, config_input, ssim_map
 
 
 class _AETrainer(LossTrainer):

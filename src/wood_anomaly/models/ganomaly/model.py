@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from wood_anomaly.models.keras_common import KerasReconstructionModel, LossTrainer, batch_norm, config_input
+from wood_anomaly.models.keras import KerasReconstructionModel, LossTrainer, batch_norm, config_input
 
 
 def _dcgan_encoder(x, filters: list[int], out_dim: int, name: str):

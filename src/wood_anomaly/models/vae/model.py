@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from wood_anomaly.models.keras_common import (
+from wood_anomaly.models.keras import (
     KerasReconstructionModel,
     LossTrainer,
     batch_norm,

@@ -2,15 +2,11 @@
 
 from kedro.pipeline import Pipeline
 
-from ..model_pipeline import ModelSpec, create_model_pipeline
+from wood_anomaly.models.registry import model_spec
 
-SPEC = ModelSpec(
-    name="autoencoder",
-    model_path="wood_anomaly.models.autoencoder:AutoEncoder",
-    artifacts={"model": "keras_model"},
-    uses_augmentation=True,
-    reconstructs=True,
-)
+from ..model_pipeline import create_model_pipeline
+
+SPEC = model_spec("autoencoder")  # wood_anomaly.models.registry
 
 
 def create_pipeline(**kwargs) -> Pipeline:

@@ -2,14 +2,11 @@
 
 from kedro.pipeline import Pipeline
 
-from ..model_pipeline import ModelSpec, create_model_pipeline
+from wood_anomaly.models.registry import model_spec
 
-SPEC = ModelSpec(
-    name="efficientad",
-    model_path="wood_anomaly.models.efficientad:EfficientAD",
-    artifacts={"state": "state"},
-    uses_augmentation=True,
-)
+from ..model_pipeline import create_model_pipeline
+
+SPEC = model_spec("efficientad")  # wood_anomaly.models.registry
 
 
 def create_pipeline(**kwargs) -> Pipeline:

@@ -2,14 +2,11 @@
 
 from kedro.pipeline import Pipeline
 
-from ..model_pipeline import ModelSpec, create_model_pipeline
+from wood_anomaly.models.registry import model_spec
 
-SPEC = ModelSpec(
-    name="padim",
-    model_path="wood_anomaly.models.padim:Padim",
-    artifacts={"state": "state"},
-    uses_augmentation=False,
-)
+from ..model_pipeline import create_model_pipeline
+
+SPEC = model_spec("padim")  # wood_anomaly.models.registry
 
 
 def create_pipeline(**kwargs) -> Pipeline:

@@ -2,13 +2,11 @@
 
 from kedro.pipeline import Pipeline
 
-from ..model_pipeline import ModelSpec, create_model_pipeline
+from wood_anomaly.models.registry import model_spec
 
-SPEC = ModelSpec(
-    name="patchcore",
-    model_path="wood_anomaly.models.patchcore:PatchCore",
-    artifacts={"memory_bank": "memory_bank", "state": "state"},
-)
+from ..model_pipeline import create_model_pipeline
+
+SPEC = model_spec("patchcore")  # wood_anomaly.models.registry
 
 
 def create_pipeline(**kwargs) -> Pipeline:

@@ -5,7 +5,6 @@ Everything that decides anything lives in :mod:`wood_anomaly.tuning` (Kedro-free
 
 from __future__ import annotations
 
-import importlib
 import logging
 from datetime import datetime, timezone
 from typing import Any
@@ -14,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from wood_anomaly.data.layout import load_image, scan_dataset
-from wood_anomaly.hooks import MODEL_NAMES
+from wood_anomaly.models.registry import MODEL_NAMES, MODELS
 from wood_anomaly.models.base import seed_everything, set_cpu_threads
 from wood_anomaly.pipelines.model_nodes import build_model
 from wood_anomaly.tuning import run_study, tuning_config
@@ -42,7 +41,7 @@ def load_tuning_images(raw_dataset: dict[str, Any], dataset: dict[str, Any]) -> 
 def _spec(model: str) -> Any:
     if model not in MODEL_NAMES:
         raise ValueError(f"tuning.model={model!r} is not a model of this project; choose one of {list(MODEL_NAMES)}")
-    return importlib.import_module(f"wood_anomaly.pipelines.{model}.pipeline").SPEC
+    return MODELS[model]
 
 
 def _child_run_logger(model: str, n_trials: int) -> Any:

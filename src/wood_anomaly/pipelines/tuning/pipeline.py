@@ -6,7 +6,7 @@ study (each trial an MLflow child run) -> versioned best-parameter YAML, trial t
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from wood_anomaly.hooks import MODEL_NAMES
+from wood_anomaly.models.registry import MODEL_NAMES
 
 from ..ingestion.nodes import locate_raw_dataset
 from .nodes import load_tuning_images, tune_model

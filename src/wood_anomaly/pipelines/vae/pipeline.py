@@ -2,15 +2,11 @@
 
 from kedro.pipeline import Pipeline
 
-from ..model_pipeline import ModelSpec, create_model_pipeline
+from wood_anomaly.models.registry import model_spec
 
-SPEC = ModelSpec(
-    name="vae",
-    model_path="wood_anomaly.models.vae:VAE",
-    artifacts={"encoder": "keras_encoder", "decoder": "keras_decoder"},
-    uses_augmentation=True,
-    reconstructs=True,
-)
+from ..model_pipeline import create_model_pipeline
+
+SPEC = model_spec("vae")  # wood_anomaly.models.registry
 
 
 def create_pipeline(**kwargs) -> Pipeline:
