@@ -8,7 +8,7 @@ fit seconds and scoring ms/image. One JSON line per run.
     .venv/bin/python benchmarks/keras_models.py vae ganomaly
 
 Params given with --set are parsed as JSON when possible (numbers, booleans, lists), else strings.
-The data folder: --data, else $WOOD_REAL_DATA, else ../shared/datasets/vsb_wood_esogu next to the repo.
+The data folder: --data, else $WOOD_REAL_DATA, else the shipped data/01_raw/wood.
 Several --variant JSON dicts run one after another on the same data (e.g. --variant '{"map_kind": "ssim"}').
 """
 
@@ -27,7 +27,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "vsb_wood_esogu"
+DEFAULT_DATA = REPO / "data" / "01_raw" / "wood"  # the shipped real boards
 
 
 def load_real(root: Path, seed: int = 0) -> dict[str, np.ndarray]:

@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def default_data_root() -> Path:
     env = os.environ.get("WOOD_REAL_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "datasets" / "vsb_wood_esogu"
+    return Path(env) if env else REPO / "data" / "01_raw" / "wood"  # the shipped real boards
 
 
 def rss_mb() -> float:

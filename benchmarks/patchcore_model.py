@@ -28,7 +28,7 @@ from wood_anomaly.models.patchcore import PatchCore  # noqa: E402
 
 def default_root() -> Path:
     env = os.environ.get("WOOD_REAL_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "datasets" / "vsb_wood_esogu"
+    return Path(env) if env else REPO / "data" / "01_raw" / "wood"  # the shipped real boards
 
 
 def load_split(root: Path, val_fraction: float = 0.1, seed: int = 0) -> dict[str, np.ndarray]:

@@ -1,6 +1,6 @@
 """Time whole `kedro run --pipeline=<model>` runs on a data set and print each model's metrics.
 
-    .venv/bin/python benchmarks/pipeline_runs.py patchcore padim --data ../shared/datasets/vsb_wood_esogu
+    .venv/bin/python benchmarks/pipeline_runs.py patchcore padim --data data/01_raw/wood
 
 Each model runs as its own `kedro run` CLI process (as a user would run it) in a throw-away copy of the
 project's conf/ (outputs and mlflow.db under --workdir, not in the repo's data/). Prints one JSON line
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "vsb_wood_esogu"
+DEFAULT_DATA = REPO / "data" / "01_raw" / "wood"  # the shipped real boards
 KEYS = (
     "image_auroc", "image_f1", "threshold", "f1_max", "pixel_auroc", "aupro", "fit_seconds",
     "score_ms_per_image", "n_train", "n_val", "n_test_good", "n_test_defect", "device", "backbone",

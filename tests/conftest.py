@@ -20,17 +20,36 @@ import wood_anomaly  # noqa: E402,F401
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+REAL_DATA_PARTS = ("train/good", "test/good", "test/defect", "ground_truth/defect")
+
+
+def real_data_problem(root: Path) -> str | None:
+    """Why ``root`` is not a complete copy of the real set (None when it is)."""
+    for part in REAL_DATA_PARTS:
+        folder = root / part
+        if not folder.is_dir() or not any(p.is_file() for p in folder.iterdir()):
+            return f"{folder} is missing or empty"
+    return None
+
+
 def real_data_root() -> Path:
-    """The real VSB wood set beside the repo (../shared/...), or WOOD_REAL_DATA."""
+    """The real VSB wood set: $WOOD_REAL_DATA, else the copy shipped in data/01_raw/wood, else ../shared/..."""
     env = os.environ.get("WOOD_REAL_DATA")
-    return Path(env) if env else REPO_ROOT.parent / "shared" / "datasets" / "vsb_wood_esogu"
+    if env:
+        return Path(env)
+    shipped = REPO_ROOT / "data" / "01_raw" / "wood"
+    if real_data_problem(shipped) is None:
+        return shipped
+    return REPO_ROOT.parent / "shared" / "datasets" / "vsb_wood_esogu"
 
 
 @pytest.fixture(scope="session")
 def real_data() -> Path:
+    """The real set; skips (never fails) when it is absent or a partial copy."""
     root = real_data_root()
-    if not (root / "train" / "good").is_dir():
-        pytest.skip(f"real data set not found at {root} (set WOOD_REAL_DATA to run this check)")
+    problem = real_data_problem(root)
+    if problem is not None:
+        pytest.skip(f"real data set not usable at {root}: {problem} (set WOOD_REAL_DATA to run this check)")
     return root
 
 

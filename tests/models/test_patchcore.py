@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import faiss
@@ -142,18 +141,9 @@ def test_gaussian_blur_keeps_mass_and_shape() -> None:
     assert torch.equal(gaussian_blur_maps(m, 0.0), m)
 
 
-def _real_root() -> Path:
-    env = os.environ.get("WOOD_REAL_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "vsb_wood_esogu"
-
-
 @pytest.mark.real_data
-def test_real_data_image_auroc_floor() -> None:
-    root = _real_root()
-    if not (root / "train" / "good").is_dir():
-        pytest.skip(f"real data not found at {root}")
+def test_real_data_image_auroc_floor(real_data) -> None:
+    root = real_data
     from sklearn.metrics import roc_auc_score
 
     from wood_anomaly.data.layout import prepare_dataset
