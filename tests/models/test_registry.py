@@ -53,7 +53,8 @@ def test_every_layer_reads_the_registry():
 @pytest.mark.parametrize("name", ["autoencoder", "vae", "ganomaly"])
 def test_keras_artifact_keys_match_the_class(name):
     spec = MODELS[name]
-    assert tuple(spec.artifacts) == spec.load_class().artifact_names
+    cls = spec.load_class()  # a 2-fold cross-fitted ensemble (models/ensemble.py): the member's keys per fold
+    assert tuple(spec.artifacts) == cls.artifact_keys(cls.member_class().artifact_names)
 
 
 def test_import_model_class():
@@ -64,7 +65,7 @@ def test_artifact_datasets_come_from_the_catalog(tmp_path):
     from wood_anomaly.datasets.trained_model import TrainedModelDataset, catalog_artifact_datasets
 
     found = catalog_artifact_datasets(REPO_ROOT / "conf")
-    assert set(found) == {"state", "memory_bank", "keras_{part}"}
+    assert set(found) == {"state", "state_{fold}", "memory_bank", "keras_{part}"}
     assert found["state"] == {"type": "wood_anomaly.datasets.TorchStateDataset", "filepath": "{models_dir}/state.pt"}
     assert found["keras_{part}"]["save_args"]["include_optimizer"] is False
     # every artifact of every model resolves to a file under its models_dir

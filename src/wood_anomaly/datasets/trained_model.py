@@ -254,7 +254,8 @@ class TrainedModelDataset(AbstractDataset[None, TrainedModel]):
         if "threshold" not in metrics:
             raise DatasetError(f"{version_file(self._metrics_path, version)} has no 'threshold'")
         spec = model_spec(self._model)
-        import_model_class(spec.model_path)  # before reading weights: Keras models register their layers on import
+        model_class = import_model_class(spec.model_path)  # before reading weights: Keras models register their layers on import
+        getattr(model_class, "member_class", lambda: model_class)()  # a fold ensemble's members (models/ensemble.py) too
         artifacts: dict[str, Any] = {}
         files: dict[str, str] = {}
         for key, (dataset_name, config, artifact_version) in self._artifact_files(version).items():

@@ -70,16 +70,17 @@ _SPECS = (
         name="efficientad",
         title="EfficientAD",
         framework="PyTorch",
-        model_path="wood_anomaly.models.efficientad:EfficientAD",
-        artifacts={"state": "state"},
+        # a 2-fold cross-fitted ensemble of EfficientAD (models/ensemble.py): out-of-fold threshold scores
+        model_path="wood_anomaly.models.ensemble:EfficientADFolds",
+        artifacts={"state_fold0": "state_fold0", "state_fold1": "state_fold1"},
         uses_augmentation=True,
     ),
     ModelSpec(
         name="autoencoder",
         title="AutoEncoder",
         framework="Keras 3 / TensorFlow",
-        model_path="wood_anomaly.models.autoencoder:AutoEncoder",
-        artifacts={"model": "keras_model"},
+        model_path="wood_anomaly.models.ensemble:AutoEncoderFolds",  # 2-fold cross-fitted ensemble
+        artifacts={f"model_fold{j}": f"keras_model_fold{j}" for j in range(2)},
         uses_augmentation=True,
         reconstructs=True,
     ),
@@ -87,8 +88,8 @@ _SPECS = (
         name="vae",
         title="VAE",
         framework="Keras 3 / TensorFlow",
-        model_path="wood_anomaly.models.vae:VAE",
-        artifacts={"encoder": "keras_encoder", "decoder": "keras_decoder"},
+        model_path="wood_anomaly.models.ensemble:VAEFolds",  # 2-fold cross-fitted ensemble
+        artifacts={f"{part}_fold{j}": f"keras_{part}_fold{j}" for j in range(2) for part in ("encoder", "decoder")},
         uses_augmentation=True,
         reconstructs=True,
     ),
@@ -96,8 +97,8 @@ _SPECS = (
         name="ganomaly",
         title="GANomaly",
         framework="Keras 3 / TensorFlow",
-        model_path="wood_anomaly.models.ganomaly:GANomaly",
-        artifacts={"generator": "keras_generator", "discriminator": "keras_discriminator"},
+        model_path="wood_anomaly.models.ensemble:GANomalyFolds",  # 2-fold cross-fitted ensemble
+        artifacts={f"{part}_fold{j}": f"keras_{part}_fold{j}" for j in range(2) for part in ("generator", "discriminator")},
         uses_augmentation=True,
         reconstructs=True,
     ),

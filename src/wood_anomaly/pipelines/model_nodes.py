@@ -89,6 +89,23 @@ def _out_of_fold_threshold_scores(
     }
 
 
+def _fold_ensemble_threshold_scores(model: Any) -> dict[str, Any]:
+    """Training-summary entries of a cross-fitted fold ensemble: its out-of-fold scores (threshold) and
+    those of the pasted synthetic defects (validation evidence)."""
+    oof = np.asarray(model.threshold_scores, dtype=np.float64)
+    return {
+        "threshold_scores": [float(v) for v in oof],
+        "threshold_source": f"out-of-fold: {model.n_folds}-fold cross-fitted ensemble over the {oof.size} good training "
+                            "boards (each scored by the member fitted without it; the deployed model = mean of the members)",
+        "validation_scores": {
+            "good": [float(v) for v in oof],
+            "defect": [float(v) for v in model.validation_defect_scores],
+            "defect_kind": [str(k) for k in model.validation_defect_kinds],
+            "source": "out-of-fold: held-out good training boards and the same boards with a pasted synthetic defect",
+        },
+    }
+
+
 def train_model(
     prepared_dataset: dict[str, np.ndarray],
     model_params: dict[str, Any],
@@ -121,6 +138,10 @@ def train_model(
     start = time.perf_counter()
     model.fit(train_images, val_images if len(val_images) else None, seed=seed, device=runtime.get("device", "auto"), progress=True)
     fit_seconds = time.perf_counter() - start
+    if getattr(model, "threshold_scores", None) is not None:  # a cross-fitted fold ensemble (models/ensemble.py)
+        method, threshold_info = "fold_ensemble", _fold_ensemble_threshold_scores(model)
+        train_images = np.concatenate([train_images, val_images])
+        val_images = val_images[:0]
     artifacts = model.to_artifacts()
     summary = {
         "model": model_name,
