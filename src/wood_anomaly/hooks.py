@@ -71,6 +71,16 @@ def flatten_params(inputs: Mapping[str, Any], sep: str = ".") -> dict[str, str]:
     return out
 
 
+def recommended_model_of(outputs: Mapping[str, Any]) -> str | None:
+    """The model marked ``recommended`` in a node's comparison-table output (a DataFrame), else None."""
+    for name, value in outputs.items():
+        if name.endswith("comparison_table") and hasattr(value, "columns") and "recommended" in value.columns:
+            chosen = value.loc[value["recommended"].astype(bool), "model"]
+            if len(chosen):
+                return str(chosen.iloc[0])
+    return None
+
+
 def absolute_sqlite_uri(uri: str, project_path: Any) -> str:
     """``sqlite:///mlflow.db`` -> ``sqlite:////<project>/mlflow.db``; any other URI unchanged."""
     from pathlib import Path
@@ -231,6 +241,16 @@ class ModelRunTagsHook:
         if child:
             dataset.run_id = child
             self._redirected[dataset_name] = dataset
+
+    @hook_impl
+    def after_node_run(self, node: Node, outputs: dict[str, Any]) -> None:
+        """The comparison table names the recommended model (validation rule, reporting/confidence.py):
+        tag the kedro-mlflow (parent) run ``recommended_model=<name>``."""
+        recommended = recommended_model_of(outputs)
+        if recommended and self._parent_run() is not None:
+            import mlflow
+
+            mlflow.set_tag("recommended_model", recommended)
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data: Any, node: Node) -> None:

@@ -43,6 +43,15 @@ def save_fake_results(data: Path, model: str, version: str, dataset: Path, *, se
         "f1_max": 0.9, "pixel_auroc": 0.8, "aupro": 0.6, "fit_seconds": 1.5, "score_ms_per_image": 12.0,
         "n_train": 9, "n_val": 3, "n_test_good": len(good), "n_test_defect": len(defect), "device": "cpu",
         "backbone": "fake", "threshold_rule": "mean + 3 * std of validation (held-out good) scores",
+        "image_auroc_ci95": [0.5, 1.0], "image_f1_ci95": [0.4, 0.6], "pixel_auroc_ci95": [0.7, 0.9],
+        "aupro_ci95": [0.5, 0.7], "n_threshold_scores": 12, "false_alarm_rate": 0.05,
+        "expected_false_alarm_rate": 1 / 13, "expected_false_alarm_rate_ci95": [0.002, 0.26],
+        "test_false_alarm_rate": 0.25, "test_false_alarm_rate_ci95": [0.01, 0.8],
+        "tpr_at_far": {"0.01": {"tpr": 0.5, "ci95": [0.2, 0.8]}, "0.05": {"tpr": 0.5, "ci95": [0.2, 0.8]},
+                       "0.1": {"tpr": 0.6, "ci95": [0.3, 0.9]}},
+        # label-free validation evidence: patchcore clearly ahead of padim
+        "validation": {"image_auroc": 0.6 + 0.1 * separation, "image_auroc_ci95": [0.5 + 0.1 * separation, 1.0],
+                       "n_good": 12, "n_defect": 12},
     }
     _save(data / "08_reporting" / model / "metrics.json", version, json.dumps(metrics).encode())
     buffer = io.BytesIO()
@@ -90,7 +99,7 @@ def test_report_reads_latest_results_and_skips_models_never_run(kedro_project, s
 
     # One self-contained page: every image inlined (valid PNGs), nothing fetched from elsewhere.
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
-    assert len(images) == 4  # ROC, histograms, confusion matrices, gallery
+    assert len(images) == 6  # intervals, missed defects, ROC, histograms, confusion matrices, gallery
     assert all(base64.b64decode(b)[:8] == b"\x89PNG\r\n\x1a\n" for b in images)
     assert not re.search(r'(src|href)="(?!data:)', html)
     assert V3 in html and V2 in html and V1 not in html
@@ -105,6 +114,17 @@ def test_report_reads_latest_results_and_skips_models_never_run(kedro_project, s
     (run,) = client.search_runs([client.get_experiment_by_name("wood_anomaly").experiment_id])
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "comparison")}
     assert logged == {"comparison/comparison.csv", "comparison/report.html"}
+
+    # intervals, operating point, paired comparison, validation vs test, recommendation (validation only)
+    for column in ["image_auroc_ci95_low", "image_auroc_ci95_high", "aupro_ci95_high", "test_false_alarm_rate",
+                   "n_threshold_scores", "tpr_at_far_0.05", "validation_image_auroc", "recommended"]:
+        assert column in table.columns, column
+    assert table.set_index("model")["recommended"].to_dict() == {"patchcore": True, "padim": False}
+    assert row["image_auroc_ci95_low"] == 0.5 and row["image_auroc_ci95_high"] == 1.0
+    for section in ["Recommended model", "Operating point", "95% intervals", "Paired comparison",
+                    "How well does validation predict test?", "Kendall", "Defects missed at the threshold"]:
+        assert section in html, section
+    assert run.data.tags.get("recommended_model") == "patchcore"
 
 
 def test_report_runs_again_as_a_new_version_and_honours_pinned_versions(kedro_project, saved_results, run_kedro, tmp_path):
@@ -181,5 +201,58 @@ def test_report_has_a_robustness_table_and_chart_when_models_measured_nuisances(
     assert "0.870 / 29.0%" in cells and cells.count('class="worse"') == 1  # only PatchCore under hflip
     html = build_html_report(results, comparison_table(results))
     assert "Robustness" in html and "0.950 / 9.0%" in html
-    assert len(re.findall(r'src="data:image/png;base64,', html)) == 5  # + the robustness chart
+    assert len(re.findall(r'src="data:image/png;base64,', html)) == 7  # + the robustness chart
     assert robustness_html(robustness_table([results[2]])) == ""
+
+
+def _result(model: str, labels, scores, validation: dict | None, ms: float = 10.0):
+    from wood_anomaly.reporting import ModelResult
+
+    metrics = {"model": model, "image_auroc": 0.9, "threshold": 0.5, "score_ms_per_image": ms}
+    if validation is not None:
+        metrics["validation"] = validation
+    paths = np.array([f"/x/{i}.png" for i in range(len(labels))])
+    return ModelResult(model=model, version=V1, metrics=metrics, scores_version=V1,
+                       scores={"label": np.asarray(labels), "scores": np.asarray(scores, float), "path": paths,
+                               "maps": np.zeros((len(labels), 4, 4), np.float16)})
+
+
+def test_recommendation_never_reads_test_labels_and_breaks_ties_by_speed():
+    from wood_anomaly.reporting.confidence import recommend_from_results, recommend_model
+
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(20, int), np.ones(20, int)]
+    scores = {m: rng.normal(size=40) + k * labels for m, k in (("a", 3.0), ("b", 0.5), ("c", 0.0))}
+    validation = {"a": {"image_auroc": 0.95, "image_auroc_ci95": [0.90, 0.99]},
+                  "b": {"image_auroc": 0.93, "image_auroc_ci95": [0.85, 0.98]},  # inside a's interval: tied
+                  "c": {"image_auroc": 0.80, "image_auroc_ci95": [0.70, 0.90]}}
+    speed = {"a": 50.0, "b": 5.0, "c": 1.0}
+    results = [_result(m, labels, scores[m], validation[m], speed[m]) for m in "abc"]
+    choice = recommend_from_results(results)
+    assert choice["model"] == "b" and choice["tied"] == ["a", "b"] and choice["runner_up"] == "a"
+    # permuting (or flipping) the test labels and scores changes nothing: the rule never reads them
+    for permuted in (rng.permutation(labels), 1 - labels):
+        shuffled = [_result(m, permuted, rng.permutation(scores[m]), validation[m], speed[m]) for m in "abc"]
+        assert recommend_from_results(shuffled) == choice
+    # the rule's own inputs: validation evidence and speed (and optional label-free robustness) only
+    import inspect
+
+    assert list(inspect.signature(recommend_model).parameters) == ["validation", "ms_per_image", "robustness"]
+    # a clear validation leader wins whatever the speed; robustness decides among tied models
+    assert recommend_model({"a": {"image_auroc": 0.99, "image_auroc_ci95": [0.98, 1.0]}, "b": validation["b"]}, speed)["model"] == "a"
+    assert recommend_model(validation, speed, robustness={"a": 0.05, "b": 0.30})["model"] == "a"
+    assert recommend_model({}, speed)["model"] is None
+
+
+def test_validation_vs_test_ranking_agreement():
+    from wood_anomaly.reporting.confidence import validation_vs_test
+
+    labels = np.r_[np.zeros(5, int), np.ones(5, int)]
+    results = []
+    for m, v, t in (("a", 0.99, 0.97), ("b", 0.95, 0.93), ("c", 0.90, 0.95)):
+        r = _result(m, labels, labels, {"image_auroc": v, "image_auroc_ci95": [v - 0.02, v + 0.01]})
+        r.metrics["image_auroc"] = t
+        results.append(r)
+    frame, summary = validation_vs_test(results)
+    assert frame["validation_rank"].tolist() == [1, 2, 3] and frame["test_rank"].tolist() == [1, 3, 2]
+    assert summary["same_best"] and summary["kendall_tau"] == pytest.approx(1 / 3)

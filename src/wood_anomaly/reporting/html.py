@@ -87,6 +87,8 @@ def build_html_report(
     title: str = "Wood anomaly detection: model comparison",
     gallery: Mapping[str, int] | None = None,
     threshold_rule: str | None = None,
+    recommendation: Mapping[str, Any] | None = None,
+    paired: pd.DataFrame | None = None,
 ) -> str:
     """The whole report as one HTML string.
 
@@ -96,6 +98,8 @@ def build_html_report(
         not_run: models without saved results (listed with the command that trains them).
         gallery: ``{"n_defect": 4, "n_good": 2}`` boards shown with every model's overlay.
         threshold_rule: how thresholds were set (defaults to the first model's metrics text).
+        recommendation: :func:`~.confidence.recommend_model` output (computed from ``results`` when None).
+        paired: :func:`~.confidence.paired_table` of ``results`` (computed when None).
     """
     gallery = {"n_defect": 4, "n_good": 2, **(gallery or {})}
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -129,6 +133,14 @@ def build_html_report(
         if len(set(table["n_test_good"])) > 1 or len(set(table["n_test_defect"])) > 1:
             parts.append("<p class='note worse'>The models were evaluated on different test sets: "
                          "compare rows with care.</p>")
+        from .confidence import confidence_sections, paired_table, recommend_from_results
+
+        parts += confidence_sections(
+            results,
+            recommendation if recommendation is not None else recommend_from_results(results),
+            paired if paired is not None else paired_table(results),
+            _img,
+        )
         parts += [
             "<h2>ROC curves</h2>", _img(roc_figure(results), "ROC curves"),
             "<h2>Score histograms and thresholds</h2>", _img(histogram_figure(results), "score histograms"),

@@ -29,7 +29,53 @@ COLUMNS = [
     "n_test_defect",
     "seed_f1",
     "seed_auroc",
+    # 95% intervals (stratified bootstrap over test images) and the operating point (docs/thresholds.md)
+    "image_auroc_ci95_low",
+    "image_auroc_ci95_high",
+    "image_f1_ci95_low",
+    "image_f1_ci95_high",
+    "pixel_auroc_ci95_low",
+    "pixel_auroc_ci95_high",
+    "aupro_ci95_low",
+    "aupro_ci95_high",
+    "n_threshold_scores",
+    "false_alarm_rate",
+    "expected_false_alarm_rate",
+    "test_false_alarm_rate",
+    "test_false_alarm_rate_ci95_low",
+    "test_false_alarm_rate_ci95_high",
+    "tpr_at_far_0.01",
+    "tpr_at_far_0.05",
+    "tpr_at_far_0.1",
+    "validation_image_auroc",
+    "validation_image_auroc_ci95_low",
+    "validation_image_auroc_ci95_high",
+    "recommended",
 ]
+
+
+def _interval(metrics: Mapping[str, Any], key: str) -> tuple[float, float]:
+    value = metrics.get(key)
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return _number({"v": value[0]}, "v"), _number({"v": value[1]}, "v")
+    return float("nan"), float("nan")
+
+
+def interval_columns(metrics: Mapping[str, Any], recommended: str | None = None) -> dict[str, Any]:
+    """The interval / operating-point / validation columns of one model's row."""
+    row: dict[str, Any] = {}
+    for key in ("image_auroc", "image_f1", "pixel_auroc", "aupro", "test_false_alarm_rate"):
+        row[f"{key}_ci95_low"], row[f"{key}_ci95_high"] = _interval(metrics, f"{key}_ci95")
+    for key in ("n_threshold_scores", "false_alarm_rate", "expected_false_alarm_rate", "test_false_alarm_rate"):
+        row[key] = _number(metrics, key)
+    tpr = metrics.get("tpr_at_far") or {}
+    for rate in ("0.01", "0.05", "0.1"):
+        row[f"tpr_at_far_{rate}"] = _number(tpr.get(rate) or {}, "tpr")
+    validation = metrics.get("validation") or {}
+    row["validation_image_auroc"] = _number(validation, "image_auroc")
+    row["validation_image_auroc_ci95_low"], row["validation_image_auroc_ci95_high"] = _interval(validation, "image_auroc_ci95")
+    row["recommended"] = recommended is not None and metrics.get("model") == recommended
+    return row
 
 
 def _number(metrics: Mapping[str, Any], key: str) -> float:
@@ -41,7 +87,9 @@ def _number(metrics: Mapping[str, Any], key: str) -> float:
 
 
 def comparison_table(
-    results: Sequence[ModelResult], seed_report: Mapping[str, Mapping[str, float]] | None = None
+    results: Sequence[ModelResult],
+    seed_report: Mapping[str, Mapping[str, float]] | None = None,
+    recommended: str | None = None,
 ) -> pd.DataFrame:
     """One row per model (in the order given) with the columns in :data:`COLUMNS`.
 
@@ -73,6 +121,7 @@ def comparison_table(
                 "n_test_defect": int(m.get("n_test_defect", int((result.scores.get("label", np.array([])) == 1).sum()))),
                 "seed_f1": float(seed.get("f1", float("nan"))),
                 "seed_auroc": float(seed.get("auroc", float("nan"))),
+                **interval_columns({"model": result.model, **m}, recommended),
             }
         )
     return pd.DataFrame(rows, columns=COLUMNS)
