@@ -115,3 +115,21 @@ def test_pixel_auroc_uses_the_pasted_masks():
     comps = fold_components(np.array([0.0, 0.1, 1.0, 2.0]), maps, vs, {}, 0.05)
     assert comps["pixel_auroc"] == pytest.approx(1.0)
     assert comps["nuisance_excess"] == 0.0
+
+
+def test_every_model_has_a_valid_search_space_in_conf_base():
+    from pathlib import Path
+
+    import yaml
+
+    from wood_anomaly.models.registry import MODEL_NAMES
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / "base"
+    tuning = yaml.safe_load((conf / "parameters_tuning.yml").read_text())["tuning"]
+    tuning_config(tuning)  # no unknown keys
+    assert set(tuning["search_spaces"]) == set(MODEL_NAMES)
+    for model in MODEL_NAMES:
+        base = yaml.safe_load((conf / f"parameters_{model}.yml").read_text())[model]["model"]
+        check_search_space(model, tuning["search_spaces"][model], base)
+        types = {decl["type"] for decl in tuning["search_spaces"][model].values()}
+        assert types & {"int", "float"}, model  # not only categoricals
