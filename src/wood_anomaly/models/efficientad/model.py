@@ -74,6 +74,7 @@ import torch.nn.functional as F
 
 from wood_anomaly.models.base import check_images, merge_config, resolve_device, seed_everything
 from wood_anomaly.models.efficientad.networks import AutoEncoder, Student, Teacher
+from wood_anomaly.models.invariance import check_flips, flip_images, flip_maps
 from wood_anomaly.models.maps import gaussian_blur_maps, resize_images
 
 logger = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ DEFAULTS: dict[str, Any] = {
     "sigma": 4.0,  # Gaussian blur of the final upsampled map (pixels at image_size); 0 = none
     "crop_size": 128,  # student trains on random crops (+16 px context) of this size; 0/None = full image
     "aug_copies": 4,  # training pool = originals + (aug_copies - 1) augmented copies, teacher run once on it
+    "tta_flips": ["none"],  # test-time averaging of the raw maps over these flips (none, h, v, hv); cost x len
     "augmentation": None,  # dict for wood_anomaly.data.augment.AugmentConfig.from_dict; None = defaults; False = off
 }
 
@@ -117,6 +119,7 @@ class EfficientAD:
             raise ValueError(f"EfficientAD: crop_size must be a multiple of 8 (or 0 = full image), got {crop}")
         if not 0.0 < float(self.config["q_low"]) < float(self.config["q_high"]) < 1.0:
             raise ValueError("EfficientAD: need 0 < q_low < q_high < 1")
+        self.config["tta_flips"] = check_flips("EfficientAD", "tta_flips", self.config["tta_flips"]) or ["none"]
         self.history: dict[str, list[float]] = {}
         self.device = "cpu"
         self.teacher: Teacher | None = None
@@ -157,11 +160,23 @@ class EfficientAD:
         map_ae = (a - s[:, ch:]).pow(2).mean(1)
         return map_st, map_ae
 
+    def _tta_raw_maps(self, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw (ST, AE) maps of uint8 images, averaged over ``tta_flips`` (each turned back first)."""
+        flips = self.config["tta_flips"]
+        st_sum = ae_sum = None
+        for flip in flips:
+            st, ae = self._raw_maps(self._inputs(flip_images(images, flip)))
+            st, ae = flip_maps(st, flip), flip_maps(ae, flip)
+            st_sum = st if st_sum is None else st_sum + st
+            ae_sum = ae if ae_sum is None else ae_sum + ae
+        assert st_sum is not None and ae_sum is not None
+        return st_sum / len(flips), ae_sum / len(flips)
+
     def _maps_in_batches(self, images: np.ndarray, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         sts, aes = [], []
         with torch.no_grad():
             for s in range(0, len(images), batch_size):
-                st, ae = self._raw_maps(self._inputs(images[s : s + batch_size]))
+                st, ae = self._tta_raw_maps(images[s : s + batch_size])
                 sts.append(st)
                 aes.append(ae)
         return torch.cat(sts), torch.cat(aes)
@@ -351,7 +366,7 @@ class EfficientAD:
         scores, maps = [], []
         with torch.no_grad():
             for s in range(0, len(images), batch_size):
-                st, ae = self._raw_maps(self._inputs(images[s : s + batch_size]))
+                st, ae = self._tta_raw_maps(images[s : s + batch_size])
                 st = 0.1 * (st - q["st_low"]) / max(q["st_high"] - q["st_low"], 1e-12)
                 ae = 0.1 * (ae - q["ae_low"]) / max(q["ae_high"] - q["ae_low"], 1e-12)
                 wae = float(self.config["ae_weight"])

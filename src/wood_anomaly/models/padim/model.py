@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from wood_anomaly.models.base import check_images, merge_config, resolve_device, seed_everything
 from wood_anomaly.models.features import FeatureExtractor
+from wood_anomaly.models.invariance import check_flips, check_photometric, flip_images, flip_maps, training_copies
 from wood_anomaly.models.maps import gaussian_blur_maps, resize_images
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,10 @@ DEFAULTS: dict[str, Any] = {
     "n_features": 100,  # random channel subset size (capped at the channels the layers have)
     "epsilon": 0.01,  # covariance regulariser (+eps * I)
     "sigma": 4.0,  # Gaussian blur of the upsampled map (pixels at image_size); 0 = none
-    "flip_augment": False,  # add h/v flipped copies of the training images
+    "flip_augment": False,  # legacy switch: True adds "h" and "v" to train_flips
+    "train_flips": ["none"],  # fit the Gaussians on these copies of the training images: none, h, v, hv
+    "train_photometric": [],  # ... and on [brightness, contrast] copies, e.g. [[1.1, 1.0], [0.9, 0.85]]
+    "tta_flips": ["none"],  # score = maps averaged over these flips of the test image (cost x len)
     "batch_size": 16,
 }
 
@@ -83,6 +87,12 @@ class Padim:
             raise ValueError(
                 f"Padim: image_size {self.config['image_size']} is not a multiple of grid_stride {self.config['grid_stride']}"
             )
+        flips = check_flips("Padim", "train_flips", self.config["train_flips"]) or ["none"]
+        if self.config["flip_augment"]:
+            flips += [f for f in ("h", "v") if f not in flips]
+        self.config["train_flips"] = flips
+        self.config["train_photometric"] = check_photometric("Padim", "train_photometric", self.config["train_photometric"])
+        self.config["tta_flips"] = check_flips("Padim", "tta_flips", self.config["tta_flips"]) or ["none"]
         self.history: dict[str, list[float]] = {}
         self.device = "cpu"
         self._extractor: FeatureExtractor | None = None
@@ -135,11 +145,8 @@ class Padim:
         if d < int(c["n_features"]):
             logger.info("Padim: n_features=%d > %d channels available in %s; using all", c["n_features"], n_total, c["layers"])
 
-        batches = [train_images]
-        if c["flip_augment"]:
-            batches += [train_images[:, :, ::-1], train_images[:, ::-1, :]]
         bs = int(c["batch_size"])
-        starts = [(b, s) for b in range(len(batches)) for s in range(0, len(train_images), bs)]
+        starts = list(range(0, len(train_images), bs))
         if progress:
             from tqdm.auto import tqdm
 
@@ -149,15 +156,17 @@ class Padim:
         s1 = torch.zeros(p, d, device=self.device)
         s2 = torch.zeros(p, d, d, device=self.device)
         n = 0
-        for b, s in starts:
-            e = self._embeddings(np.ascontiguousarray(batches[b][s : s + bs]))  # [B, P, D]
-            if shift is None:
-                shift = e.mean(0)
-            x = e - shift
-            s1 += x.sum(0)
-            xt = x.transpose(0, 1)  # [P, B, D]
-            s2.baddbmm_(xt.transpose(1, 2), xt)  # in place: no [P, D, D] temporary per batch
-            n += e.shape[0]
+        for s in starts:
+            # every copy of the batch (flips, photometric) adds its samples to the same Gaussians
+            for copy in training_copies(train_images[s : s + bs], c["train_flips"], c["train_photometric"]):
+                e = self._embeddings(np.ascontiguousarray(copy))  # [B, P, D]
+                if shift is None:
+                    shift = e.mean(0)
+                x = e - shift
+                s1 += x.sum(0)
+                xt = x.transpose(0, 1)  # [P, B, D]
+                s2.baddbmm_(xt.transpose(1, 2), xt)  # in place: no [P, D, D] temporary per batch
+                n += e.shape[0]
         if n < 2:
             raise ValueError("Padim.fit: at least 2 training images are needed to estimate a covariance")
         assert shift is not None
@@ -199,9 +208,14 @@ class Padim:
         scores, maps = [], []
         with torch.no_grad():
             for s in range(0, len(images), batch_size):
-                dist = self.mahalanobis(self._embeddings(images[s : s + batch_size]))
-                dist = dist.view(-1, 1, self.grid, self.grid)
-                amap = F.interpolate(dist, size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+                batch = images[s : s + batch_size]
+                amap = None
+                for flip in self.config["tta_flips"]:  # TTA: maps of flipped copies, turned back, averaged
+                    dist = self.mahalanobis(self._embeddings(flip_images(batch, flip)))
+                    dist = dist.view(-1, 1, self.grid, self.grid)
+                    up = flip_maps(F.interpolate(dist, size=(h, w), mode="bilinear", align_corners=False)[:, 0], flip)
+                    amap = up if amap is None else amap + up
+                amap = amap / len(self.config["tta_flips"])
                 sigma = float(self.config["sigma"]) * h / int(self.config["image_size"])
                 amap = gaussian_blur_maps(amap, sigma)
                 maps.append(amap.cpu().numpy().astype(np.float32))

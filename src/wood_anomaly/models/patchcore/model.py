@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from wood_anomaly.models.base import check_images, merge_config, resolve_device, seed_everything
 from wood_anomaly.models.coreset import greedy_coreset
 from wood_anomaly.models.features import FeatureExtractor
+from wood_anomaly.models.invariance import check_flips, check_photometric, n_training_copies, training_copies
 from wood_anomaly.models.maps import gaussian_blur_maps
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "image_size": None,  # resize inputs to this square size first; None = use the input size as is
     "pool_size": 1,  # local neighbourhood averaging of each layer's features (PatchCore paper: 3)
     "train_flips": ["none"],  # also use flipped training images: "h", "v", "hv"
+    "train_photometric": [],  # extra copies of the training images: [brightness, contrast] factor pairs
     "coreset_ratio": 0.02,  # fraction of the training patches kept in the memory bank (1.0 = all)
     "coreset_max": 10000,  # upper bound on the bank size (scoring cost grows with it); 0 = none
     "projection_dim": 32,  # random projection used by the coreset distance computations
@@ -52,8 +54,6 @@ DEFAULTS: dict[str, Any] = {
     "map_sigma": 4.0,  # Gaussian blur of the upsampled anomaly map, in pixels of the input
     "batch_size": 16,
 }
-
-_FLIPS = {"none": (), "h": (2,), "v": (1,), "hv": (1, 2)}
 
 
 def _gpu_faiss_available() -> bool:
@@ -70,10 +70,8 @@ class PatchCore:
     def __init__(self, **config: Any) -> None:
         self.config: dict[str, Any] = merge_config("PatchCore", DEFAULTS, config)
         self.config["layers"] = [str(x) for x in self.config["layers"]]
-        self.config["train_flips"] = [str(x) for x in self.config["train_flips"]]
-        bad = [f for f in self.config["train_flips"] if f not in _FLIPS]
-        if bad:
-            raise ValueError(f"PatchCore: train_flips {bad} not in {sorted(_FLIPS)}")
+        self.config["train_flips"] = check_flips("PatchCore", "train_flips", self.config["train_flips"])
+        self.config["train_photometric"] = check_photometric("PatchCore", "train_photometric", self.config["train_photometric"])
         if self.config["score_aggregation"] not in ("max", "topk_mean"):
             raise ValueError(f"PatchCore: score_aggregation must be 'max' or 'topk_mean', got {self.config['score_aggregation']!r}")
         self.history: dict[str, list[float]] = {}
@@ -112,8 +110,11 @@ class PatchCore:
             feats = [f * scale for f, scale in zip(feats, self.layer_scales)]
         return torch.cat(feats, 1)
 
-    def _embed_all(self, images: np.ndarray, flips: list[str], progress: bool) -> torch.Tensor:
-        """Rows of patch features [N * len(flips) * h * w, C] on the model's device."""
+    def _embed_all(
+        self, images: np.ndarray, flips: list[str], progress: bool, photometric: list[list[float]] | None = None
+    ) -> torch.Tensor:
+        """Rows of patch features [N * n_copies * h * w, C] on the model's device: one copy of every
+        image per flip and per photometric [brightness, contrast] pair (models/invariance.py)."""
         bs = int(self.config["batch_size"])
         starts = range(0, len(images), bs)
         if progress:
@@ -124,9 +125,7 @@ class PatchCore:
         with torch.no_grad():
             for s in starts:
                 batch = images[s : s + bs]
-                for flip in flips:
-                    axes = _FLIPS[flip]
-                    b = np.ascontiguousarray(np.flip(batch, axis=axes)) if axes else batch
+                for b in training_copies(batch, flips, photometric or []):
                     f = self.embed(b)
                     rows.append(f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]))
         return torch.cat(rows)
@@ -149,7 +148,8 @@ class PatchCore:
         self.device = resolve_device(device)
         t0 = time.perf_counter()
         self.layer_scales = []
-        feats = self._embed_all(train_images, self.config["train_flips"] or ["none"], progress)
+        flips, photometric = self.config["train_flips"] or ["none"], self.config["train_photometric"]
+        feats = self._embed_all(train_images, flips, progress, photometric)
         if self.config["layer_balance"]:
             # equalise the layers' scales so that neither dominates the L2 distance
             bounds = np.cumsum([0, *self.extractor.out_channels])
@@ -177,6 +177,7 @@ class PatchCore:
         t3 = time.perf_counter()
         self.fit_info = {
             "n_train_images": int(len(train_images)),
+            "n_train_copies": int(n_training_copies(flips, photometric)),
             "n_patches": int(n_all),
             "bank_size": int(index.ntotal),
             "feature_dim": int(bank_np.shape[1]),

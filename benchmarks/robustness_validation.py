@@ -1,0 +1,133 @@
+"""Choose invariance defaults WITHOUT test images: k-fold over the good TRAINING boards only.
+
+    .venv/bin/python benchmarks/robustness_validation.py patchcore \
+        --variant base '{}' --variant flips '{train_flips: [none, h, v, hv]}' [--folds 3] [--data DIR]
+
+Only ``<data>/train/good`` is read (``scan_dataset`` lists test/ but no test image is loaded).
+For each fold the model (conf/base parameters_<model>.yml + the variant's overrides) is fitted on
+the other folds' good boards and scored on the validation set of the held-out boards
+(:func:`wood_anomaly.data.validation_set.build_validation_set`: the good boards + one procedural
+defect pasted on each, exact masks), plain and under every nuisance of ``evaluation.nuisances``.
+Threshold = the pipeline's rule (mean + k std of the held-out good boards' plain scores, k from
+``evaluation.false_alarm_rate``). Prints per variant: validation image AUROC / false alarms, plain and
+per nuisance (AUROC averaged over folds, false alarms pooled), and the fit time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+from sklearn.metrics import roc_auc_score
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from wood_anomaly.data.layout import load_image, scan_dataset  # noqa: E402
+from wood_anomaly.data.nuisances import apply_nuisance, parse_nuisances  # noqa: E402
+from wood_anomaly.data.validation_set import build_validation_set  # noqa: E402
+from wood_anomaly.evaluation.metrics import threshold_k_for_false_alarm_rate, validation_threshold  # noqa: E402
+from wood_anomaly.models.base import seed_everything, set_cpu_threads  # noqa: E402
+from wood_anomaly.pipelines.model_nodes import build_model  # noqa: E402
+
+DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "vsb_wood_esogu"
+MODEL_PATHS = {
+    "patchcore": "wood_anomaly.models.patchcore:PatchCore",
+    "padim": "wood_anomaly.models.padim:Padim",
+    "efficientad": "wood_anomaly.models.efficientad:EfficientAD",
+    "autoencoder": "wood_anomaly.models.autoencoder:AutoEncoder",
+    "vae": "wood_anomaly.models.vae:VAE",
+    "ganomaly": "wood_anomaly.models.ganomaly:GANomaly",
+}
+GRADIENT = {"efficientad", "autoencoder", "vae", "ganomaly"}
+
+
+def load_train_good(root: Path, size: int) -> np.ndarray:
+    """uint8 [N, size, size, 3] of train/good only (test images are never opened)."""
+    manifest = scan_dataset(root)
+    paths = manifest.loc[manifest["source_split"] == "train", "path"].tolist()
+    return np.stack([load_image(p, size) for p in paths])
+
+
+def model_params(model: str) -> dict:
+    conf = yaml.safe_load((REPO / "conf" / "base" / f"parameters_{model}.yml").read_text())
+    return dict(conf[model]["model"])
+
+
+def evaluate_variant(model: str, overrides: dict, good: np.ndarray, folds: int, nuisances: dict, k: float,
+                     seed: int, augmentation: dict | None) -> dict:
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(good))
+    parts = np.array_split(order, folds)
+    names = ["plain", *nuisances]
+    aurocs: dict[str, list[float]] = {n: [] for n in names}
+    alarms: dict[str, list[int]] = {n: [] for n in names}
+    fit_s = []
+    for f, held in enumerate(parts):
+        train = good[np.sort(np.concatenate([p for i, p in enumerate(parts) if i != f]))]
+        val = build_validation_set(good[np.sort(held)], seed=seed + f)
+        seed_everything(seed)
+        m = build_model(MODEL_PATHS[model], {**model_params(model), **overrides}, augmentation if model in GRADIENT else None)
+        t0 = time.perf_counter()
+        m.fit(train, None, seed=seed, device="cpu", progress=False)
+        fit_s.append(time.perf_counter() - t0)
+        plain_scores, _ = m.score(val.images, batch_size=16)
+        threshold = validation_threshold(plain_scores[val.labels == 0], k=k)
+        for name in names:
+            if name == "plain":
+                scores = plain_scores
+            else:
+                scores, _ = m.score(apply_nuisance(nuisances[name], val.images)[0], batch_size=16)
+            aurocs[name].append(float(roc_auc_score(val.labels, scores)))
+            alarms[name].extend((scores[val.labels == 0] > threshold).astype(int).tolist())
+    return {
+        "fit_s": float(np.mean(fit_s)),
+        **{n: {"auroc": float(np.mean(aurocs[n])), "false_alarms": float(np.mean(alarms[n]))} for n in names},
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", choices=sorted(MODEL_PATHS))
+    parser.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "YAML"), required=True,
+                        help="a name and the model-parameter overrides (YAML mapping)")
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+
+    set_cpu_threads(args.threads)
+    base = yaml.safe_load((REPO / "conf" / "base" / "parameters.yml").read_text())
+    nuisances = {n: s for n, s in parse_nuisances(base["evaluation"]["nuisances"]).items()}
+    k = threshold_k_for_false_alarm_rate(float(base["evaluation"]["false_alarm_rate"]))
+    good = load_train_good(Path(args.data), int(base["dataset"]["image_size"]))
+    print(f"{args.model}: {len(good)} train/good boards, {args.folds} folds, validation = held-out good + pasted defects",
+          flush=True)
+    rows = []
+    for name, text in args.variant:
+        overrides = yaml.safe_load(text) or {}
+        t0 = time.perf_counter()
+        res = evaluate_variant(args.model, overrides, good, args.folds, nuisances, k, args.seed, base.get("augmentation"))
+        res["wall_s"] = time.perf_counter() - t0
+        rows.append((name, overrides, res))
+        print(json.dumps({"variant": name, "overrides": overrides, **res}), flush=True)
+    names = ["plain", *nuisances]
+    print("\nvalidation image AUROC / false alarms (held-out good boards, pasted defects; no test image)\n")
+    print("| variant | " + " | ".join(names) + " | worst geo dAUROC | max FA | fit s |")
+    print("|---|" + "---|" * (len(names) + 3))
+    for name, _, res in rows:
+        cells = [f"{res[n]['auroc']:.3f} / {100 * res[n]['false_alarms']:.0f}%" for n in names]
+        geo = min(res[n]["auroc"] - res["plain"]["auroc"] for n in ("hflip", "vflip", "rot180") if n in res)
+        max_fa = max(res[n]["false_alarms"] for n in names)
+        print(f"| {name} | " + " | ".join(cells) + f" | {geo:+.3f} | {100 * max_fa:.0f}% | {res['fit_s']:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,87 @@
+"""Invariance helpers shared by the feature-bank models (PatchCore, PaDiM): which copies of the
+training boards go into the bank / Gaussian statistics, and test-time averaging over flips.
+
+A board on a production line may pass turned left-right, upside down or both, and under drifting
+light. A model that has seen only one orientation and one light flags such a good board. The
+feature-bank models get invariance cheaply by fitting on transformed copies of the good training
+boards (the coreset keeps PatchCore's bank small), and optionally by averaging their anomaly maps
+over flipped copies of the test image (test-time augmentation, TTA: cost x number of flips).
+
+- flips: ``"none"``, ``"h"`` (left-right), ``"v"`` (top-bottom), ``"hv"`` (both = 180 degrees);
+- photometric copies: ``[brightness, contrast]`` factor pairs (contrast around the image mean,
+  then brightness, clipped to 0..255: the same transforms as :mod:`wood_anomaly.data.nuisances`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from wood_anomaly.data.nuisances import apply_nuisance
+
+FLIPS: dict[str, tuple[int, ...]] = {"none": (), "h": (2,), "v": (1,), "hv": (1, 2)}  # axes of [N, H, W, C]
+
+
+def check_flips(model: str, key: str, flips: Any) -> list[str]:
+    """A list of flip names (unknown names are an error naming the model and the key)."""
+    if isinstance(flips, str):
+        flips = [flips]
+    flips = [str(f) for f in (flips or [])]
+    bad = [f for f in flips if f not in FLIPS]
+    if bad:
+        raise ValueError(f"{model}: {key} {bad} not in {sorted(FLIPS)}")
+    return flips
+
+
+def check_photometric(model: str, key: str, pairs: Any) -> list[list[float]]:
+    """``[[brightness, contrast], ...]`` with positive factors."""
+    out = []
+    for pair in pairs or []:
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise ValueError(f"{model}: {key} entries are [brightness, contrast] pairs, got {pair!r}")
+        b, c = float(pair[0]), float(pair[1])
+        if b <= 0 or c < 0:
+            raise ValueError(f"{model}: {key} factors must be positive, got {pair!r}")
+        out.append([b, c])
+    return out
+
+
+def flip_images(images: np.ndarray, flip: str) -> np.ndarray:
+    """uint8 [N, H, W, C] flipped (a contiguous copy; the input itself for "none")."""
+    axes = FLIPS[flip]
+    return np.ascontiguousarray(np.flip(images, axis=axes)) if axes else images
+
+
+def flip_maps(maps: Any, flip: str) -> Any:
+    """[N, H, W] maps (numpy or torch) flipped the same way (flips are their own inverse)."""
+    axes = tuple(a for a in FLIPS[flip])  # axes 1 (H) and 2 (W) are the same for [N, H, W]
+    if not axes:
+        return maps
+    if hasattr(maps, "flip"):
+        return maps.flip(dims=axes)
+    return np.flip(maps, axis=axes)
+
+
+def photometric_copy(images: np.ndarray, brightness: float, contrast: float) -> np.ndarray:
+    """uint8 images with contrast scaled around each image's mean, then brightness scaled."""
+    out = images
+    if contrast != 1.0:
+        out, _ = apply_nuisance({"kind": "contrast", "factor": contrast}, out)
+    if brightness != 1.0:
+        out, _ = apply_nuisance({"kind": "brightness", "factor": brightness}, out)
+    return out
+
+
+def training_copies(images: np.ndarray, flips: Sequence[str], photometric: Sequence[Sequence[float]]) -> Iterator[np.ndarray]:
+    """The copies of a batch of training boards to fit on: one per flip (``"none"`` = the boards as
+    they are), then one per photometric pair (of the unflipped boards)."""
+    for flip in flips or ["none"]:
+        yield flip_images(images, flip)
+    for brightness, contrast in photometric:
+        yield photometric_copy(images, float(brightness), float(contrast))
+
+
+def n_training_copies(flips: Sequence[str], photometric: Sequence[Sequence[float]]) -> int:
+    return len(flips or ["none"]) + len(photometric)
