@@ -8,8 +8,9 @@ boards (the coreset keeps PatchCore's bank small), and optionally by averaging t
 over flipped copies of the test image (test-time augmentation, TTA: cost x number of flips).
 
 - flips: ``"none"``, ``"h"`` (left-right), ``"v"`` (top-bottom), ``"hv"`` (both = 180 degrees);
-- photometric copies: ``[brightness, contrast]`` factor pairs (contrast around the image mean,
-  then brightness, clipped to 0..255: the same transforms as :mod:`wood_anomaly.data.nuisances`).
+- photometric copies: ``[brightness, contrast]`` factor pairs, optionally ``[brightness, contrast,
+  blur_sigma]`` (blur, then contrast around the image mean, then brightness, clipped to 0..255: the
+  same transforms as :mod:`wood_anomaly.data.nuisances`).
 """
 
 from __future__ import annotations
@@ -36,15 +37,15 @@ def check_flips(model: str, key: str, flips: Any) -> list[str]:
 
 
 def check_photometric(model: str, key: str, pairs: Any) -> list[list[float]]:
-    """``[[brightness, contrast], ...]`` with positive factors."""
+    """``[[brightness, contrast], ...]`` (optionally ``[brightness, contrast, blur_sigma]``), positive factors."""
     out = []
     for pair in pairs or []:
-        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-            raise ValueError(f"{model}: {key} entries are [brightness, contrast] pairs, got {pair!r}")
-        b, c = float(pair[0]), float(pair[1])
-        if b <= 0 or c < 0:
+        if not isinstance(pair, (list, tuple)) or len(pair) not in (2, 3):
+            raise ValueError(f"{model}: {key} entries are [brightness, contrast] or [brightness, contrast, blur_sigma], got {pair!r}")
+        values = [float(v) for v in pair]
+        if values[0] <= 0 or values[1] < 0 or (len(values) == 3 and values[2] < 0):
             raise ValueError(f"{model}: {key} factors must be positive, got {pair!r}")
-        out.append([b, c])
+        out.append(values)
     return out
 
 
@@ -64,9 +65,12 @@ def flip_maps(maps: Any, flip: str) -> Any:
     return np.flip(maps, axis=axes)
 
 
-def photometric_copy(images: np.ndarray, brightness: float, contrast: float) -> np.ndarray:
-    """uint8 images with contrast scaled around each image's mean, then brightness scaled."""
+def photometric_copy(images: np.ndarray, brightness: float, contrast: float, blur_sigma: float = 0.0) -> np.ndarray:
+    """uint8 images blurred (Gaussian, ``blur_sigma`` px), contrast scaled around each image's mean,
+    then brightness scaled."""
     out = images
+    if blur_sigma > 0:
+        out, _ = apply_nuisance({"kind": "blur", "sigma": blur_sigma}, out)
     if contrast != 1.0:
         out, _ = apply_nuisance({"kind": "contrast", "factor": contrast}, out)
     if brightness != 1.0:
@@ -79,8 +83,8 @@ def training_copies(images: np.ndarray, flips: Sequence[str], photometric: Seque
     they are), then one per photometric pair (of the unflipped boards)."""
     for flip in flips or ["none"]:
         yield flip_images(images, flip)
-    for brightness, contrast in photometric:
-        yield photometric_copy(images, float(brightness), float(contrast))
+    for values in photometric:
+        yield photometric_copy(images, *(float(v) for v in values))
 
 
 def n_training_copies(flips: Sequence[str], photometric: Sequence[Sequence[float]]) -> int:
