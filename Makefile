@@ -4,6 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export KEDRO_DISABLE_TELEMETRY := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
+# The venv's bin first on PATH: `kedro mlflow ui` starts `mlflow` from PATH (a fresh clone has no other).
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: setup browser run test viz mlflow-ui
 
@@ -21,7 +23,7 @@ browser:
 	  && (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium) \
 	  || echo "chromium not installed: the kedro-viz browser test will be skipped (it fails under CI=true)"; }
 
-run: setup            ## set up, then `kedro run` (default pipeline, generated data unless dataset.path is set)
+run: setup            ## set up, then `kedro run` (all six models on the shipped real boards, then the report)
 	$(BIN)/kedro run $(ARGS)
 
 test: setup browser   ## set up, then the whole test suite
@@ -30,5 +32,6 @@ test: setup browser   ## set up, then the whole test suite
 viz: setup            ## pipeline lineage in the browser (http://127.0.0.1:4141)
 	$(BIN)/kedro viz run
 
-mlflow-ui: setup      ## compare runs (http://127.0.0.1:5000)
-	$(BIN)/kedro mlflow ui
+mlflow-ui: setup      ## compare runs (http://127.0.0.1:5000): prints the link to the model runs, then serves
+	$(BIN)/python -m wood_anomaly.mlflow_ui
+	$(BIN)/kedro mlflow ui $(ARGS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,18 +64,71 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def make_project(project: Path) -> Path:
+    """A throw-away copy of the project's config (and Makefile) at ``project``; the package is installed."""
+    project.mkdir(parents=True)
+    shutil.copytree(REPO_ROOT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
+    (project / "conf" / "local").mkdir()
+    for name in ("pyproject.toml", ".telemetry", "Makefile"):
+        shutil.copy(REPO_ROOT / name, project / name)
+    (project / "src").mkdir()  # the package itself is installed (pip install -e .)
+    return project
+
+
 @pytest.fixture
 def kedro_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A throw-away copy of the project's config: runs write data/ and mlflow.db under tmp_path only."""
-    project = tmp_path / "project"
-    project.mkdir()
-    shutil.copytree(REPO_ROOT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
-    (project / "conf" / "local").mkdir()
-    shutil.copy(REPO_ROOT / "pyproject.toml", project / "pyproject.toml")
-    shutil.copy(REPO_ROOT / ".telemetry", project / ".telemetry")
-    (project / "src").mkdir()  # the package itself is installed (pip install -e .)
+    project = make_project(tmp_path / "project")
     monkeypatch.chdir(project)
     return project
+
+
+#: conf/local overrides that shrink every model of the default pipeline to seconds on tiny images.
+TINY_DEFAULT_OVERRIDES: dict[str, Any] = {
+    "dataset": {"image_size": 64},
+    "evaluation": {"n_overlays": 2},
+    "patchcore": {"model": {"coreset_ratio": 0.25}},
+    "padim": {"model": {"image_size": 64, "n_features": 16}},
+    "efficientad": {"model": {"image_size": 64, "steps": 4, "crop_size": 32, "aug_copies": 1}},
+    "autoencoder": {"model": {"image_size": 32, "epochs": 2, "filters": [8, 8, 16]}},
+    "vae": {"model": {"image_size": 32, "epochs": 2, "filters": [8, 8, 16, 16], "latent_dim": 8}},
+    "ganomaly": {"model": {"image_size": 32, "epochs": 2, "base_filters": 8, "latent_dim": 8}},
+}
+
+
+@dataclass
+class DefaultRun:
+    """A finished default `kedro run` (all six models + the report) in a throw-away project."""
+
+    project: Path
+    output: str  # everything the command printed (stdout and stderr)
+    seconds: float
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path) -> DefaultRun:
+    """The command a user types, `kedro run`, in a fresh project copy whose conf/local points at the tiny
+    generated set and shrinks every model (TINY_DEFAULT_OVERRIDES); run once per test session."""
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    project = make_project(tmp_path_factory.mktemp("default_run") / "project")
+    overrides = {**TINY_DEFAULT_OVERRIDES, "dataset": {**TINY_DEFAULT_OVERRIDES["dataset"], "path": str(tiny_dataset)}}
+    (project / "conf" / "local" / "parameters.yml").write_text(yaml.safe_dump(overrides))
+    kedro = Path(sys.executable).with_name("kedro")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TF_CPP", "WOOD_VERBOSE"))}
+    env.update(KEDRO_DISABLE_TELEMETRY="1", MPLBACKEND="Agg", COLUMNS="1000")  # rich: no line wrapping
+    start = time.perf_counter()
+    done = subprocess.run([str(kedro), "run"], cwd=project, env=env, capture_output=True, text=True, timeout=900, check=False)
+    seconds = time.perf_counter() - start
+    output = done.stdout + done.stderr
+    (project / "run.log").write_text(output)
+    if done.returncode != 0:
+        pytest.fail(f"`kedro run` failed ({done.returncode}); last output:\n{output[-6000:]}")
+    return DefaultRun(project=project, output=output, seconds=seconds)
 
 
 def _run_kedro(project: Path, pipeline: str, params: dict[str, Any], env: str | None = None) -> dict[str, Any]:

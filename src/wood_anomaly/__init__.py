@@ -7,6 +7,10 @@ import os
 # user wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from wood_anomaly import quiet  # noqa: E402
+
+quiet.install()  # exactly the known harmless warnings of our dependencies (see quiet.py)
+
 # Import order matters: `import tensorflow` followed by the first `import triton` (pulled in by
 # torchvision.ops <- timm, i.e. every torch model here) segfaults the process (TF 2.21 + torch 2.14.1
 # CUDA wheels; `python -c "import tensorflow, triton"`). A Kedro catalog imports TensorFlow as soon as

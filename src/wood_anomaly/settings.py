@@ -3,9 +3,12 @@
 from kedro.config import OmegaConfigLoader
 
 from wood_anomaly.hooks import ModelRunTagsHook
+from wood_anomaly.mlflow_ui import ExperimentUiHook
+from wood_anomaly.run_log import RunLogHook
 
-# kedro-mlflow registers its own hook (MLflow run per `kedro run`); ours adds tags per model.
-HOOKS = (ModelRunTagsHook(),)
+# kedro-mlflow registers its own hook (MLflow run per `kedro run`); ours add tags and a child run per
+# model, tag the experiment for MLflow's UI, and log progress ([3/6] efficientad ...) and a closing summary.
+HOOKS = (ModelRunTagsHook(), ExperimentUiHook(), RunLogHook())
 
 # No telemetry: there is no network here, and users must never be prompted. (.telemetry says consent: false too.)
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro-telemetry",)

@@ -274,7 +274,7 @@ class EfficientAD:
             n_acc += 1
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{float(loss):.4f}")
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
             if n_acc == steps_per_epoch or step == steps - 1:
                 for key in acc:
                     self.history[key].append(acc[key] / n_acc)

@@ -1,7 +1,7 @@
 """TensorFlow set-up for the Keras models: quiet logs, CPU threads, GPU memory growth, device scope.
 
-Importing this module configures TensorFlow once (``TF_CPP_MIN_LOG_LEVEL`` is set by the
-``wood_anomaly`` package before anything imports TensorFlow).
+Importing this module imports TensorFlow without its native start-up lines
+(:func:`wood_anomaly.quiet.import_tensorflow`) and configures it once.
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ import contextlib
 import logging
 import os
 
-import tensorflow as tf
+from wood_anomaly.quiet import import_tensorflow
+
+tf = import_tensorflow()
 
 
 def configure_tensorflow(threads: int | None = None) -> None:
