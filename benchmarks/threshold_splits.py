@@ -62,10 +62,28 @@ def make_split(data: Path, split: int, root: Path) -> Path:
     return out
 
 
-def make_project(root: Path) -> Path:
+def empty_in_conf(conf: Path, dotted: str) -> None:
+    """Set ``dotted`` (e.g. ``evaluation.nuisances``) to ``{}`` in the copied conf/base parameter files
+    (``kedro run --params`` merges a ``{}`` into the existing dict, so it cannot empty one)."""
+    import yaml
+
+    *parents, leaf = dotted.split(".")
+    for path in sorted((conf / "base").glob("parameters*.yml")):
+        data = yaml.safe_load(path.read_text()) or {}
+        node = data
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node:
+            node[leaf] = {}
+            path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def make_project(root: Path, empty: list[str] = ()) -> Path:
     project = root / "project"
     project.mkdir()
     shutil.copytree(REPO / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
+    for dotted in empty:
+        empty_in_conf(project / "conf", dotted)
     (project / "conf" / "local").mkdir()
     for name in ("pyproject.toml", ".telemetry"):
         if (REPO / name).exists():
@@ -104,6 +122,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/threshold_splits.jsonl"))
     parser.add_argument("--table", action="store_true", help="only print the markdown table of --out")
     args = parser.parse_args(argv)
+    empty = [p.split("=")[0] for p in args.param if p.endswith("={}")]  # e.g. evaluation.nuisances={}: no nuisance scoring
+    args.param = [p for p in args.param if not p.endswith("={}")]
     if not args.table:
         from wood_anomaly.evaluation.uncertainty import paired_auroc_differences
 
@@ -112,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
             for split in args.splits:
                 dataset = make_split(args.data, split, root)
                 (root / f"p{split}").mkdir()
-                project = make_project(root / f"p{split}")
+                project = make_project(root / f"p{split}", empty)
                 scores_by_model, labels = {}, None
                 for model in args.models:
                     metrics, scores, seconds = run_model(project, model, dataset, args.param)

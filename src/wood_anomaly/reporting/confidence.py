@@ -334,15 +334,19 @@ def confidence_sections(
             f"<td>{_num(rec['test_rank'], '{:.0f}')}</td></tr>"
             for rec in frame.to_dict("records")
         )
-        agree = ("agree on the best model" if summary["same_best"] else "do <b>not</b> agree on the best model")
+        if summary["n"] < 2:
+            agree = "cannot be compared (fewer than 2 models with both numbers)"
+        else:
+            agree = ("agree on the best model" if summary["same_best"] else "do <b>not</b> agree on the best model")
         parts += [
             "<h2>How well does validation predict test?</h2>",
             "<table><tr><th class='l'>model</th><th>validation AUROC [95%]</th><th>val. rank</th>"
             f"<th>test AUROC [95%]</th><th>test rank</th></tr>{vrows}</table>",
             f"<p class='note'>Kendall's tau between the validation and the test ranking: {_num(summary['kendall_tau'], '{:+.2f}')} "
             f"(p = {_num(summary['p_value'], '{:.2f}')}, {summary['n']} models); validation and test {agree}. Validation = "
-            "held-out good training boards vs the same boards with a pasted synthetic defect, scored out of fold: "
-            "synthetic defects are easier than real ones, so validation AUROCs run higher than test AUROCs.</p>",
+            "held-out good training boards vs the same boards with a pasted synthetic defect, scored out of fold. "
+            "Synthetic defects are not real ones, so validation and test AUROCs are on different scales: what matters "
+            "for choosing is whether the rankings agree.</p>",
         ]
     # -- missed defects
     parts += [
