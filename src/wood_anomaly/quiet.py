@@ -61,6 +61,18 @@ class _DropKnownRecords(logging.Filter):
         return not message.startswith(KNOWN_ABSL_RECORDS)
 
 
+class _DropKnownWarnings(logging.Filter):
+    """For warnings routed to logging (Kedro turns on ``logging.captureWarnings``): MLflow shows its
+    type-hint warning inside ``catch_warnings(); simplefilter("once")``, which overrides any
+    ``filterwarnings("ignore")``, so it is dropped here, where it is logged ("py.warnings")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:  # noqa: A003 - logging API
+        import re
+
+        text = record.getMessage()
+        return not any(re.search(message.lstrip(".*"), text) for message, _, _ in KNOWN_WARNINGS)
+
+
 _installed = False
 
 
@@ -72,6 +84,7 @@ def install() -> None:
     for message, category, module in KNOWN_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category, module=module)
     logging.getLogger("absl").addFilter(_DropKnownRecords())
+    logging.getLogger("py.warnings").addFilter(_DropKnownWarnings())
     _installed = True
 
 
