@@ -20,7 +20,9 @@ def versions(path: Path) -> list[Path]:
 def _best(project: Path) -> dict:
     out = versions(project / "data/08_reporting/tuning/patchcore/best_params.yml")
     assert len(out) == 1
-    return yaml.safe_load((out[0] / "best_params.yml").read_text())
+    text = (out[0] / "best_params.yml").read_text()
+    assert "&id" not in text  # plain YAML: no anchors for lists shared with the search space
+    return yaml.safe_load(text)
 
 
 def _poisoned_copy(src: Path, dst: Path) -> Path:
@@ -43,6 +45,8 @@ def test_tuning_pipeline_end_to_end_and_never_reads_a_test_image(kedro_project, 
     assert set(best["best_params"]) == set(space["patchcore"])
     assert best["study"]["trials"] == 2 and best["study"]["n_train_good"] == 12
     assert -1.0 <= best["best_value"] <= 1.0 and best["best_trial"] in (0, 1)
+    assert {"auroc", "nuisance_excess", "objective"} <= set(best["components"])
+    assert not any(k.startswith("param.") for k in best["components"])
     trials = pd.read_csv(versions(kedro_project / "data/08_reporting/tuning/patchcore/trials.csv")[0] / "trials.csv")
     assert len(trials) == 2 and {"objective", "auroc", "nuisance_excess", "param.train_flips"} <= set(trials.columns)
     assert trials["objective"].max() == best["best_value"]
@@ -87,3 +91,4 @@ def test_load_tuning_images_returns_train_good_only(tiny_dataset):
     assert out["images"].shape == (12, 32, 32, 3) and out["images"].dtype == np.uint8
     assert all(Path(p).parent == tiny_dataset.resolve() / "train" / "good" for p in out["path"])
     assert set(out["split"]) == {"train"}
+

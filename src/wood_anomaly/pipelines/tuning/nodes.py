@@ -5,6 +5,7 @@ Everything that decides anything lives in :mod:`wood_anomaly.tuning` (Kedro-free
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime, timezone
 from typing import Any
@@ -134,7 +135,7 @@ def tune_model(
         "best_trial": result.best_trial,
         "best_params": result.best_params,
         "fixed_params": fixed,
-        "components": {k: v for k, v in best_row.items() if isinstance(v, float)},
+        "components": {k: v for k, v in best_row.items() if isinstance(v, float) and not k.startswith("param.")},
         "study": {
             "trials": len(result.trials),
             "completed": sum(r["state"] == "COMPLETE" for r in result.trials),
@@ -160,6 +161,7 @@ def tune_model(
         best["mlflow_trial_runs"] = len(child_runs)
     logger.info("Tuning %s done in %.0f s: best objective %.4f (trial %d) with %s",
                 model, seconds, result.best_value, result.best_trial, result.best_params)
+    best = json.loads(json.dumps(best))  # plain data: no YAML anchors for lists shared with the search space
     trials = pd.DataFrame(result.trials)
     metrics = {"tuning_best_objective": result.best_value, "tuning_seconds": seconds,
                **{f"tuning_best_{k}": v for k, v in best["components"].items()}}
