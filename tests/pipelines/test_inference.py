@@ -162,11 +162,12 @@ def test_model_choice_errors(kedro_project, saved_model, model, version, message
 @pytest.mark.parametrize(
     ("folder", "message"),
     [(None, r"inference.images is not set"), ("nowhere", r"nowhere: folder does not exist"),
-     ("empty", r"empty: no images in this folder")],
+     ("empty", r"empty: no images in this folder"), ("board.png", r"board\.png: not a folder")],
 )
 def test_folder_errors(tmp_path, folder, message):
     from wood_anomaly.pipelines.inference.nodes import read_images
 
+    board(tmp_path / "board.png", 100)  # a file where a folder is expected
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "readme.md").write_text("no images here")
     with pytest.raises(Exception, match=message):
@@ -207,3 +208,44 @@ def test_inference_with_a_trained_model_reproduces_its_evaluation_scores(kedro_p
         assert rows.loc[name, "score"] == pytest.approx(score, rel=1e-4, abs=1e-5), name
         assert rows.loc[name, "verdict"] == ("defect" if score > metrics["threshold"] else "good")
     assert len(list(overlay_dir.glob("*.png"))) == len(expected)
+
+
+def test_every_image_unreadable_is_an_error_even_when_skipping(tmp_path):
+    from wood_anomaly.pipelines.inference.nodes import read_images
+
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (folder / "b.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(Exception, match=r"unreadable image .*a\.png"):
+        read_images({"images": str(folder)})
+    with pytest.raises(Exception, match=r"broken: none of the 2 image\(s\) can be read"):
+        read_images({"images": str(folder), "skip_unreadable": True})
+
+
+def test_two_images_with_one_stem_keep_two_rows_and_two_overlays(kedro_project, saved_model, tmp_path, run_kedro):
+    folder = tmp_path / "same_stem"
+    board(folder / "board.png", 230)
+    board(folder / "board.jpg", 20)
+    run_kedro(kedro_project, "inference", params(folder))
+    ((table, overlay_dir),) = outputs(kedro_project)
+    rows = table.set_index("file")
+    assert sorted(rows.index) == ["board.jpg", "board.png"]
+    assert rows["verdict"].to_dict() == {"board.png": "good", "board.jpg": "defect"}  # each scored on its own image
+    overlays = sorted(p.name for p in overlay_dir.iterdir())
+    assert len(overlays) == 2 and len(set(overlays)) == 2, overlays  # neither overwrites the other
+
+
+def test_model_version_without_weights_is_a_clear_error(kedro_project, saved_model):
+    """A metrics.json version with no weights saved at or before it (a run that died after evaluating,
+    or weights deleted by hand) names the missing file and the command that retrains."""
+    import shutil
+
+    from wood_anomaly.datasets.trained_model import TrainedModelDataset
+
+    shutil.rmtree(kedro_project / "data/06_models/padim/state.pt" / V_OLD)
+    with pytest.raises(Exception, match=rf"padim: metrics version {V_OLD} has no saved state.*kedro run --pipeline=padim"):
+        TrainedModelDataset(model="padim", model_version=V_OLD).load()
+    shutil.rmtree(kedro_project / "data/06_models/padim/state.pt")
+    with pytest.raises(Exception, match=rf"metrics version {V_NEW} has no saved state.*versions there: none"):
+        TrainedModelDataset(model="padim").load()

@@ -34,19 +34,22 @@ def save_fake_results(data: Path, model: str, version: str, dataset: Path, *, se
     labels = np.array([0] * len(good) + [1] * len(defect))
     scores = rng.normal(0, 1, len(paths)) + separation * labels
     maps = rng.random((len(paths), 64, 64)).astype(np.float16) + scores[:, None, None].astype(np.float16)
-    val_scores = rng.normal(0, 1, 3)
-    threshold = float(val_scores.mean() + 3 * val_scores.std())
-    from sklearn.metrics import roc_auc_score
+    val_scores = rng.normal(0, 1, 12)
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    from wood_anomaly.evaluation.thresholds import threshold_metrics
+
+    # the project's own threshold rule on the saved held-out good scores (what evaluate_model writes)
+    operating_point = threshold_metrics(val_scores, 0.05, scores[labels == 0], "validation split")
 
     metrics = {
-        "model": model, "image_auroc": float(roc_auc_score(labels, scores)), "image_f1": 0.5, "threshold": threshold,
+        "model": model, "image_auroc": float(roc_auc_score(labels, scores)),
+        "image_f1": float(f1_score(labels, scores > operating_point["threshold"])),
         "f1_max": 0.9, "pixel_auroc": 0.8, "aupro": 0.6, "fit_seconds": 1.5, "score_ms_per_image": 12.0,
-        "n_train": 9, "n_val": 3, "n_test_good": len(good), "n_test_defect": len(defect), "device": "cpu",
-        "backbone": "fake", "threshold_rule": "mean + 3 * std of validation (held-out good) scores",
+        "n_train": 9, "n_val": 12, "n_test_good": len(good), "n_test_defect": len(defect), "device": "cpu",
+        "backbone": "fake",
         "image_auroc_ci95": [0.5, 1.0], "image_f1_ci95": [0.4, 0.6], "pixel_auroc_ci95": [0.7, 0.9],
-        "aupro_ci95": [0.5, 0.7], "n_threshold_scores": 12, "false_alarm_rate": 0.05,
-        "expected_false_alarm_rate": 1 / 13, "expected_false_alarm_rate_ci95": [0.002, 0.26],
-        "test_false_alarm_rate": 0.25, "test_false_alarm_rate_ci95": [0.01, 0.8],
+        "aupro_ci95": [0.5, 0.7], **operating_point,
         "tpr_at_far": {"0.01": {"tpr": 0.5, "ci95": [0.2, 0.8]}, "0.05": {"tpr": 0.5, "ci95": [0.2, 0.8]},
                        "0.1": {"tpr": 0.6, "ci95": [0.3, 0.9]}},
         # label-free validation evidence: patchcore clearly ahead of padim
@@ -56,7 +59,7 @@ def save_fake_results(data: Path, model: str, version: str, dataset: Path, *, se
     _save(data / "08_reporting" / model / "metrics.json", version, json.dumps(metrics).encode())
     buffer = io.BytesIO()
     np.savez(buffer, path=np.array(paths), label=labels, defect_type=np.array(["good"] * len(good) + ["x"] * len(defect)),
-             scores=scores.astype(np.float32), maps=maps, val_path=np.array(["v"] * 3), val_scores=val_scores.astype(np.float32),
+             scores=scores.astype(np.float32), maps=maps, val_path=np.array(["v"] * 12), val_scores=val_scores.astype(np.float32),
              score_ms_per_image=np.float32(12.0))
     _save(data / "07_model_output" / model / "scores.npz", version, buffer.getvalue())
     _save(data / "06_models" / model / "state.pt", version, b"\0" * 2_000_000)
