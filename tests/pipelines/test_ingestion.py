@@ -124,13 +124,15 @@ def test_default_config_points_at_the_shipped_real_boards():
         assert needed in licence
 
 
-def test_real_data_fixture_skips_a_partial_copy(tmp_path):
+def test_real_data_fixture_skips_a_partial_copy(tmp_path, monkeypatch):
     """tests/conftest.py's `real_data` skips (not fails) unless every part of the set is there."""
     import importlib.util
     import shutil
+    import sys
 
     spec = importlib.util.spec_from_file_location("wood_tests_conftest", REPO_ROOT / "tests" / "conftest.py")
     conftest = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, conftest)  # its dataclasses look their module up there
     spec.loader.exec_module(conftest)
     complete = tmp_path / "complete"
     for part in conftest.REAL_DATA_PARTS:
