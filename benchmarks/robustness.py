@@ -69,10 +69,22 @@ def main() -> int:
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--workdir", default=None, help="where runs write (default: a temp folder)")
     parser.add_argument("--params", default="", help="extra --params for every run")
+    parser.add_argument("--overrides", default=None,
+                        help="JSON file {model: {param: value}} written into the run copy's conf/base/parameters_<model>.yml "
+                             "(e.g. the --choose-into output of robustness_validation.py)")
     args = parser.parse_args()
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="wood-robust-"))
     project = make_project(workdir)
+    if args.overrides:
+        import yaml
+
+        for model, values in json.loads(Path(args.overrides).read_text()).items():
+            conf_file = project / "conf" / "base" / f"parameters_{model}.yml"
+            conf = yaml.safe_load(conf_file.read_text())
+            conf[model]["model"].update(values)
+            conf_file.write_text(yaml.safe_dump(conf, sort_keys=False))
+            print(f"{model}: conf/base model parameters overridden with {values}", flush=True)
     kedro = str(Path(sys.executable).with_name("kedro"))
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     rows = []

@@ -100,6 +100,8 @@ def main() -> int:
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--choose-into", default=None,
+                        help="JSON file: {model: overrides} of the variant with the best validation objective is merged in")
     args = parser.parse_args()
 
     set_cpu_threads(args.threads)
@@ -118,14 +120,28 @@ def main() -> int:
         rows.append((name, overrides, res))
         print(json.dumps({"variant": name, "overrides": overrides, **res}), flush=True)
     names = ["plain", *nuisances]
+    alpha = float(base["evaluation"]["false_alarm_rate"])
+
+    def objective(res: dict) -> float:
+        """Validation AUROC minus the mean excess of false alarms over the target rate under the nuisances
+        (the tuning pipeline's objective, conf/base/parameters_tuning.yml)."""
+        return res["plain"]["auroc"] - float(np.mean([max(0.0, res[n]["false_alarms"] - alpha) for n in nuisances]))
+
+    best = max(rows, key=lambda r: objective(r[2]))
+    print(f"\nchosen by the validation objective (AUROC - mean excess false alarms): {best[0]} {json.dumps(best[1])}")
+    if args.choose_into:
+        path = Path(args.choose_into)
+        chosen = json.loads(path.read_text()) if path.exists() else {}
+        chosen[args.model] = best[1]
+        path.write_text(json.dumps(chosen, indent=1))
     print("\nvalidation image AUROC / false alarms (held-out good boards, pasted defects; no test image)\n")
-    print("| variant | " + " | ".join(names) + " | worst geo dAUROC | max FA | fit s |")
-    print("|---|" + "---|" * (len(names) + 3))
+    print("| variant | " + " | ".join(names) + " | worst geo dAUROC | max FA | objective | fit s |")
+    print("|---|" + "---|" * (len(names) + 4))
     for name, _, res in rows:
         cells = [f"{res[n]['auroc']:.3f} / {100 * res[n]['false_alarms']:.0f}%" for n in names]
         geo = min(res[n]["auroc"] - res["plain"]["auroc"] for n in ("hflip", "vflip", "rot180") if n in res)
         max_fa = max(res[n]["false_alarms"] for n in names)
-        print(f"| {name} | " + " | ".join(cells) + f" | {geo:+.3f} | {100 * max_fa:.0f}% | {res['fit_s']:.1f} |")
+        print(f"| {name} | " + " | ".join(cells) + f" | {geo:+.3f} | {100 * max_fa:.0f}% | {objective(res):.3f} | {res['fit_s']:.1f} |")
     return 0
 
 
