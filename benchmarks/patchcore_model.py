@@ -1,6 +1,11 @@
 """PatchCore on the real wood set: image / pixel AUROC, fit seconds, ms per image.
 
     .venv/bin/python benchmarks/patchcore_model.py [--root DIR] [--set key=value ...] [--threads 2]
+        [--bs1 N] [--save-scores FILE.npz]
+
+ms per image is measured batched (score(batch_size=16), the pipeline's way) with its breakdown
+(features / nearest-neighbour search / the rest: grid, blur, upsampling), and at batch size 1
+(one image per score() call, as the serving path calls it) over the first ``--bs1`` test images.
 
 Trains on train/good minus a 10% validation hold-out (seed 0), like the pipeline, and scores
 test/good + test/defect. ``--set`` overrides PatchCore config keys (values parsed as YAML).
@@ -69,22 +74,41 @@ def load_split(root: Path, val_fraction: float = 0.1, seed: int = 0) -> dict[str
         }
 
 
-def evaluate(config: dict, data: dict[str, np.ndarray], seed: int = 0) -> dict[str, float]:
+def evaluate(config: dict, data: dict[str, np.ndarray], seed: int = 0, bs1: int = 0,
+             repeats: int = 1) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
     model = PatchCore(**config)
     t = time.perf_counter()
     model.fit(data["train"], seed=seed, device="cpu", progress=False)
     fit_s = time.perf_counter() - t
-    model.score(data["test"][:2])  # warm-up
-    t = time.perf_counter()
-    scores, maps = model.score(data["test"])
-    ms = (time.perf_counter() - t) / len(data["test"]) * 1000
-    return {
+    test = data["test"]
+    model.score(test[:2])  # warm-up
+    best = None
+    for _ in range(max(1, repeats)):  # the fastest of the repeats (the machine is shared)
+        t = time.perf_counter()
+        scores, maps = model.score(test, batch_size=16)
+        ms = (time.perf_counter() - t) / len(test) * 1000
+        if best is None or ms < best[0]:
+            best = (ms, dict(model.score_timing))
+    ms, timing = best
+    out = {
         "image_auroc": float(roc_auc_score(data["label"], scores)),
         "pixel_auroc": float(roc_auc_score(data["masks"].reshape(-1), maps.reshape(-1))),
         "fit_s": fit_s,
-        "ms_per_image": ms,
-        **{k: (round(v, 2) if isinstance(v, float) else v) for k, v in model.fit_info.items()},
+        "ms_per_image": round(ms, 1),
+        **{f"ms_{k.removesuffix('_s')}": round(v / len(test) * 1000, 1) for k, v in timing.items()},
     }
+    if bs1 > 0:
+        lat = []
+        for i in range(min(bs1, len(test))):
+            t = time.perf_counter()
+            model.score(test[i : i + 1], batch_size=1)
+            lat.append((time.perf_counter() - t) * 1000)
+        out["ms_bs1_median"] = round(float(np.median(lat)), 1)
+        out["ms_bs1_mean"] = round(float(np.mean(lat)), 1)
+    return {
+        **out,
+        **{k: (round(v, 2) if isinstance(v, float) else v) for k, v in model.fit_info.items()},
+    }, scores, maps
 
 
 def main() -> None:
@@ -93,6 +117,9 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="PatchCore config override")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bs1", type=int, default=40, help="test images scored one at a time (0 = skip)")
+    ap.add_argument("--repeats", type=int, default=2, help="batched timing: best of this many passes")
+    ap.add_argument("--save-scores", type=Path, default=None, help="write the scores and maps to this .npz")
     args = ap.parse_args()
     if not args.root.is_dir():
         sys.exit(f"real data not found at {args.root} (set WOOD_REAL_DATA or --root)")
@@ -105,7 +132,9 @@ def main() -> None:
         key, _, value = item.partition("=")
         config[key] = yaml.safe_load(value)
     data = load_split(args.root, seed=args.seed)
-    result = evaluate(config, data, seed=args.seed)
+    result, scores, maps = evaluate(config, data, seed=args.seed, bs1=args.bs1, repeats=args.repeats)
+    if args.save_scores is not None:
+        np.savez_compressed(args.save_scores, scores=scores, maps=maps.astype(np.float16))
     print(json.dumps({"config": config, "threads": args.threads, **result}))
 
 

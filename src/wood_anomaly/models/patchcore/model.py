@@ -81,6 +81,7 @@ class PatchCore:
         self._extractor: FeatureExtractor | None = None
         self.fit_info: dict[str, Any] = {}
         self.layer_scales: list[float] = []  # per-layer feature scale factors (set by fit)
+        self.score_timing: dict[str, float] = {}  # seconds spent in the last score() call, per stage
 
     # ------------------------------------------------------------------ features
     @property
@@ -229,13 +230,20 @@ class PatchCore:
         maps = np.empty((len(images), h_in, w_in), np.float32)
         agg = self.config["score_aggregation"]
         topk = float(self.config["score_topk"])
+        timing = {"features_s": 0.0, "search_s": 0.0, "rest_s": 0.0}
+        t_start = time.perf_counter()
         with torch.no_grad():
             for s in range(0, len(images), batch_size):
+                t0 = time.perf_counter()
                 f = self.embed(images[s : s + batch_size])
                 n, c, h, w = f.shape
                 q = f.permute(0, 2, 3, 1).reshape(-1, c)
+                t1 = time.perf_counter()
                 k_nn = max(1, min(int(self.config["patch_neighbors"]), self.memory_bank.ntotal))
                 dist, nn = self._search(q, k_nn)
+                t2 = time.perf_counter()
+                timing["features_s"] += t1 - t0
+                timing["search_s"] += t2 - t1
                 grid = torch.from_numpy(dist.mean(1).astype(np.float32)).view(n, h, w)
                 sgrid = gaussian_blur_maps(grid, float(self.config["score_sigma"]))
                 flat = sgrid.reshape(n, -1)
@@ -254,6 +262,8 @@ class PatchCore:
                 up = gaussian_blur_maps(up, float(self.config["map_sigma"]))
                 scores[s : s + n] = img.numpy()
                 maps[s : s + n] = up.numpy()
+        timing["rest_s"] = time.perf_counter() - t_start - timing["features_s"] - timing["search_s"]
+        self.score_timing = timing
         return scores, maps
 
     # ------------------------------------------------------------------ artifacts
