@@ -27,6 +27,7 @@ from wood_anomaly.models.coreset import greedy_coreset
 from wood_anomaly.models.features import FeatureExtractor
 from wood_anomaly.models.invariance import check_flips, check_photometric, n_training_copies, training_copies
 from wood_anomaly.models.maps import gaussian_blur_maps
+from wood_anomaly.models.patchcore.search import TorchKnn, is_flat_l2
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "score_topk": 0.025,  # "topk_mean": a count of patches (>= 1) or a fraction of the grid (< 1)
     "score_sigma": 2.0,  # Gaussian blur (in patches) of the grid before the image score; 0 = off
     "map_sigma": 4.0,  # Gaussian blur of the upsampled anomaly map, in pixels of the input
+    "search": "torch",  # nearest-neighbour search at scoring: "torch" (exact, matmul + top-k) or "faiss" (exact)
     "batch_size": 16,
 }
 
@@ -72,12 +74,15 @@ class PatchCore:
         self.config["layers"] = [str(x) for x in self.config["layers"]]
         self.config["train_flips"] = check_flips("PatchCore", "train_flips", self.config["train_flips"])
         self.config["train_photometric"] = check_photometric("PatchCore", "train_photometric", self.config["train_photometric"])
+        if self.config["search"] not in ("torch", "faiss"):
+            raise ValueError(f"PatchCore: search must be 'torch' or 'faiss', got {self.config['search']!r}")
         if self.config["score_aggregation"] not in ("max", "topk_mean"):
             raise ValueError(f"PatchCore: score_aggregation must be 'max' or 'topk_mean', got {self.config['score_aggregation']!r}")
         self.history: dict[str, list[float]] = {}
         self.device = "cpu"
         self.memory_bank = None  # faiss.Index (CPU copy, what gets saved)
         self._search_index = None  # the index used for search (GPU copy when available)
+        self._knn: TorchKnn | None = None  # search="torch": the bank's vectors as a tensor on the device
         self._extractor: FeatureExtractor | None = None
         self.fit_info: dict[str, Any] = {}
         self.layer_scales: list[float] = []  # per-layer feature scale factors (set by fit)
@@ -198,12 +203,20 @@ class PatchCore:
 
         self.memory_bank = index
         self._search_index = index
+        self._knn = None
+        if self.config["search"] == "torch" and is_flat_l2(index):
+            self._knn = TorchKnn.from_faiss(index, device=self.device)  # vectors read back once
+            return
         if self.device.startswith("cuda") and _gpu_faiss_available():
             self._gpu_res = faiss.StandardGpuResources()
             self._search_index = faiss.index_cpu_to_gpu(self._gpu_res, torch.device(self.device).index or 0, index)
 
     # ------------------------------------------------------------------ score
     def _search(self, queries: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(L2 distances [m, k], bank indices [m, k]) of the k nearest bank patches, nearest first."""
+        if self._knn is not None:
+            dist, idx = self._knn.search(queries, k)
+            return dist.cpu().numpy(), idx.cpu().numpy()
         q = np.ascontiguousarray(queries.float().cpu().numpy())
         d2, idx = self._search_index.search(q, k)
         return np.sqrt(np.maximum(d2, 0.0)), idx
