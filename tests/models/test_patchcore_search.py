@@ -109,10 +109,12 @@ def test_patchcore_search_config() -> None:
     art = model.to_artifacts()
     old_state = {**art["state"], "config": {k: v for k, v in art["state"]["config"].items() if k != "search"}}
     loaded = PatchCore.from_artifacts(memory_bank=art["memory_bank"], state=old_state, device="cpu")  # saved before the key
-    assert loaded.config["search"] == "torch" and loaded._knn is not None
+    assert loaded.config["search"] == "auto" and loaded._knn is None  # auto = FAISS on a CPU
+    as_torch = {**old_state, "config": {**old_state["config"], "search": "torch"}}
+    assert PatchCore.from_artifacts(memory_bank=art["memory_bank"], state=as_torch, device="cpu")._knn is not None
     hnsw = faiss.IndexHNSWFlat(art["memory_bank"].d, 8)  # not exact L2: searched by FAISS itself
     hnsw.add(art["memory_bank"].reconstruct_n(0, art["memory_bank"].ntotal))
-    via_faiss = PatchCore.from_artifacts(memory_bank=hnsw, state=old_state, device="cpu")
+    via_faiss = PatchCore.from_artifacts(memory_bank=hnsw, state=as_torch, device="cpu")
     assert via_faiss._knn is None
     assert np.isfinite(via_faiss.score(_wood(1, 5))[0]).all()
 
