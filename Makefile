@@ -7,7 +7,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 # The venv's bin first on PATH: `kedro mlflow ui` starts `mlflow` from PATH (a fresh clone has no other).
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup browser run test viz mlflow-ui
+.PHONY: setup browser run test viz mlflow-ui serve
 
 setup: $(VENV)/.installed
 
@@ -35,3 +35,11 @@ viz: setup            ## pipeline lineage in the browser (http://127.0.0.1:4141)
 mlflow-ui: setup      ## compare runs (http://127.0.0.1:5000): prints the link to the model runs, then serves
 	$(BIN)/python -m wood_anomaly.mlflow_ui
 	$(BIN)/kedro mlflow ui $(ARGS)
+
+# REST scoring of a registered model (`kedro run --pipeline=<model>` registers wood-anomaly-<model>):
+#   make serve MODEL=patchcore   ->  POST http://127.0.0.1:5055/invocations (README: "Serving over REST")
+MODEL ?= patchcore
+PORT  ?= 5055
+serve: setup          ## serve models:/wood-anomaly-$(MODEL)/latest with the project's environment (nothing installed)
+	MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
+	  $(BIN)/mlflow models serve -m "models:/wood-anomaly-$(MODEL)/latest" --env-manager local -h 127.0.0.1 -p $(PORT)

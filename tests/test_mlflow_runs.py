@@ -67,6 +67,10 @@ def test_two_models_in_one_run_get_comparable_child_runs_and_one_report(kedro_pr
         assert any(k.startswith(f"{model}.model") for k in child.data.params), child.data.params
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id, model)}
         assert f"{model}/model" in artifacts and f"{model}/metrics.json" in artifacts
+        # ... and the model is registered from its own child run (wood_anomaly.serving), threshold as saved
+        (registered,) = client.search_model_versions(f"name = 'wood-anomaly-{model}'")
+        assert registered.run_id == child.info.run_id
+        assert float(registered.tags["threshold"]) == pytest.approx(float(saved["threshold"]), rel=1e-8)
     assert metric_names[0] == metric_names[1]  # the same metric names: side by side in the MLflow UI
 
     # The comparison report reads both models' saved results (a later, separate `kedro run --pipeline=reporting`).

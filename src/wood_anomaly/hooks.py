@@ -267,3 +267,38 @@ class ModelRunTagsHook:
     @hook_impl
     def on_pipeline_error(self, error: Exception, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
         self._end_children("FAILED")
+
+
+class SparkHooks:
+    """Builds the SparkSession from ``conf/<env>/spark.yml``, the Kedro way, but only for runs that need it.
+
+    ``after_context_created`` reads the configuration (cheap); the session (a JVM) is started in
+    ``before_pipeline_run`` only when the pipeline has nodes of the ``batch`` namespace
+    (``kedro run --pipeline=batch_scoring``), so training, inference and reporting never start Spark.
+    Point it at a cluster with ``spark.master`` in ``conf/<env>/spark.yml`` (README, "Batch scoring on Spark").
+    """
+
+    NAMESPACES = ("batch",)
+
+    def __init__(self) -> None:
+        self.conf: dict[str, Any] = {}
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        loader = context.config_loader
+        loader.config_patterns.setdefault("spark", ["spark*", "spark*/**"])
+        try:
+            self.conf = dict(loader["spark"])
+        except Exception:  # noqa: BLE001 - no spark.yml: Spark's defaults (local[*])
+            self.conf = {}
+
+    @staticmethod
+    def needs_spark(pipeline: Pipeline) -> bool:
+        return any(n.namespace and n.namespace.split(".")[0] in SparkHooks.NAMESPACES for n in pipeline.nodes)
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
+        if self.needs_spark(pipeline):
+            from wood_anomaly.serving.spark import build_spark_session
+
+            build_spark_session(self.conf)

@@ -1,5 +1,5 @@
 """Project pipelines: ingestion, augmentation, one pipeline per model (same shape, own namespace),
-reporting and inference."""
+reporting, inference and batch scoring (Spark)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import importlib
 from kedro.pipeline import Pipeline
 
 from wood_anomaly.models.registry import AUGMENTED_MODELS, MODEL_NAMES
-from wood_anomaly.pipelines import augmentation, inference, ingestion, reporting, tuning
+from wood_anomaly.pipelines import augmentation, batch_scoring, inference, ingestion, reporting, tuning
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -23,6 +23,7 @@ def register_pipelines() -> dict[str, Pipeline]:
         pipelines[name] = ingest + (augment if name in AUGMENTED_MODELS else Pipeline([])) + model_pipeline
         default += model_pipeline
     pipelines["inference"] = inference.create_pipeline()
+    pipelines["batch_scoring"] = batch_scoring.create_pipeline()  # Spark: registered model over a board archive
     pipelines["reporting"] = reporting.create_pipeline()  # alone: reads whatever results are saved
     pipelines["tuning"] = tuning.create_pipeline()  # not in __default__: an Optuna study on train/good only
     pipelines["__default__"] = default + reporting.create_pipeline(models=list(MODEL_NAMES))  # after every model

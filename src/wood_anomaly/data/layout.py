@@ -13,6 +13,7 @@ Everything the models see comes out of :func:`load_prepared_arrays` as plain Num
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import warnings
@@ -332,6 +333,57 @@ def load_image(path: str | Path, size: int | None = None) -> np.ndarray:
         rgb = rgb.resize((int(size), int(size)), Image.Resampling.BILINEAR)
     arr = np.asarray(rgb, dtype=np.uint8)
     return np.ascontiguousarray(arr)
+
+
+class ImageTooLargeError(CorruptImageError):
+    """An image whose header declares more pixels than allowed (decompression-bomb guard)."""
+
+
+def decode_image(data: bytes, name: str = "image", *, max_pixels: int | None = None) -> np.ndarray:
+    """Decode an image file's bytes (PNG, JPEG, BMP, TIFF, ...) exactly as :func:`load_image` reads a file.
+
+    Returns uint8 RGB ``[H, W, 3]`` at the image's own size. ``max_pixels`` (width x height) is
+    checked from the header, before any pixel is decoded. Every problem raises
+    :class:`CorruptImageError` (:class:`ImageTooLargeError` for the size) naming ``name``: zero
+    bytes, not a recognised image, truncated or corrupt data, too many pixels.
+    """
+    if not data:
+        raise CorruptImageError(f"{name}: empty (0 bytes), not an image")
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size  # from the header: nothing decoded yet
+            if max_pixels is not None and width * height > max_pixels:
+                raise ImageTooLargeError(
+                    f"{name}: {width}x{height} = {width * height / 1e6:.1f} megapixels, over the limit of "
+                    f"{max_pixels / 1e6:.0f} megapixels (not decoded)"
+                )
+            img.load()
+            img = img.copy()
+    except CorruptImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"{name}: too many pixels, refused before decoding ({exc})") from exc
+    except UnidentifiedImageError as exc:
+        raise CorruptImageError(f"{name}: not a recognised image file (PNG, JPEG, BMP, TIFF, ...)") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise CorruptImageError(f"{name}: corrupt or truncated image ({exc})") from exc
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+    try:
+        rgb = _to_rgb_uint8(img)
+    except (OSError, ValueError) as exc:
+        raise CorruptImageError(f"{name}: cannot convert colour mode {img.mode} to RGB: {exc}") from exc
+    return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 RGB image -> ``size`` = (height, width) with Pillow's bilinear filter (as training resized)."""
+    height, width = (int(s) for s in size)
+    if image.shape[:2] == (height, width):
+        return image
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
 def load_mask(path: str | Path, size: int | None = None) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 - :class:`MlflowArtifactDataset`: kedro-mlflow's artifact wrapper, versionable the Kedro 1.x way.
 - :class:`MlflowMetricsDataset`: logs ``{name: float | [float, ...]}`` (what the evaluate nodes return).
+- :class:`MlflowRegisteredModelDataset`: logs + registers a trained model as an MLflow pyfunc
+  (``wood-anomaly-<model>``, one new version per run).
 
 ``MlflowArtifactDataset``
 -------------------------
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kedro.io.core import DatasetError, Version
+from kedro.io.core import AbstractDataset, DatasetError, Version
 from kedro_mlflow.io.artifacts import MlflowArtifactDataset as _KedroMlflowArtifactDataset
 from kedro_mlflow.io.metrics import MlflowMetricsHistoryDataset
 
@@ -100,3 +102,62 @@ class MlflowMetricsDataset(MlflowMetricsHistoryDataset):
 
     def _save(self, data: dict[str, Any]) -> None:
         super()._save(self.to_records(data))
+
+
+class MlflowRegisteredModelDataset(AbstractDataset[dict[str, Any], Any]):
+    """Saves a trained model to the MLflow Model Registry as a pyfunc: ``wood-anomaly-<model>``, a new version
+    per save (see :mod:`wood_anomaly.serving`). Loads the newest registered version as a pyfunc model.
+
+    Saved data: ``{"image_size": (h, w), "example": uint8 image, "display_range": (lo, hi)}`` (the
+    ``<model>.register`` node). The weights and threshold are read from the files the run saved at the
+    catalog's save version (``versioned: true``), so the registered model is exactly that version.
+    Logs into ``run_id`` when set (the project's hook points it at the model's child run), else
+    into the active (kedro-mlflow) run::
+
+        "{model}.registered_model":
+          type: wood_anomaly.datasets.mlflow_tracking.MlflowRegisteredModelDataset
+          model: "{model}"
+          versioned: true
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        models_dir: str = "data/06_models/{model}",
+        metrics_path: str = "data/08_reporting/{model}/metrics.json",
+        scores_path: str = "data/07_model_output/{model}/scores.npz",
+        run_id: str | None = None,
+        version: Version | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.model = str(model)
+        self.models_dir, self.metrics_path, self.scores_path = models_dir, metrics_path, scores_path
+        self.run_id = run_id
+        self._version = version
+        self.metadata = metadata
+
+    def _save(self, data: dict[str, Any]) -> None:
+        from wood_anomaly.reporting.results import latest_version
+        from wood_anomaly.serving.register import log_and_register
+
+        version = self._version.save if self._version is not None else None
+        if version is None:  # not versioned in the catalog: the newest saved metrics
+            version = latest_version(self.metrics_path.format(model=self.model))
+        if version is None:
+            raise DatasetError(f"{self.model}: no saved metrics.json to register (train the model first)")
+        log_and_register(
+            self.model, version, image_size=tuple(data["image_size"]), example=data["example"],
+            display_range=data.get("display_range"), run_id=self.run_id, models_dir=self.models_dir,
+            metrics_path=self.metrics_path, scores_path=self.scores_path, batch_size=int(data.get("batch_size", 16)),
+        )
+
+    def _load(self) -> Any:
+        import mlflow.pyfunc
+
+        from wood_anomaly.serving.register import registered_name
+
+        return mlflow.pyfunc.load_model(f"models:/{registered_name(self.model)}/latest")
+
+    def _describe(self) -> dict[str, Any]:
+        return {"model": self.model, "registered_name": f"wood-anomaly-{self.model}", "run_id": self.run_id}

@@ -382,3 +382,28 @@ def evaluate_model(
         f"{metrics['pixel_auroc']:.3f}" if "pixel_auroc" in metrics else "n/a",
     )
     return (metrics, mlflow_metrics, *figures)
+
+
+def serving_model(
+    prepared_dataset: dict[str, np.ndarray],
+    scores: dict[str, np.ndarray],
+    metrics: dict[str, Any],
+    scoring: dict[str, Any],
+) -> dict[str, Any]:
+    """What the MLflow registration needs beyond the saved files: the trained image size, an input
+    example (the first validation board) and the heatmap colour scale. Runs after ``evaluate`` (its
+    ``metrics`` input), so the registered model carries the threshold saved by this run."""
+    from wood_anomaly.reporting.figures import map_display_range
+
+    images = prepared_dataset["images"]
+    val = np.flatnonzero(_split(prepared_dataset, "val"))
+    example = images[val[0] if len(val) else 0]
+    maps = scores.get("maps")
+    display_range = map_display_range(maps) if maps is not None and maps.size else None
+    logger.info("Registering %s (threshold %.6g) in the MLflow Model Registry", metrics.get("model"), metrics["threshold"])
+    return {
+        "image_size": [int(images.shape[1]), int(images.shape[2])],
+        "example": example,
+        "display_range": display_range,
+        "batch_size": int(scoring.get("batch_size", 16)),
+    }

@@ -11,7 +11,7 @@ from kedro.pipeline import Pipeline, node, pipeline
 
 from wood_anomaly.models.registry import ModelSpec
 
-from .model_nodes import evaluate_model, reconstruction_samples, score_model, train_model
+from .model_nodes import evaluate_model, reconstruction_samples, score_model, serving_model, train_model
 
 SHARED_INPUTS = {"prepared_dataset"}
 SHARED_PARAMETERS = {"params:runtime", "params:evaluation", "params:augmentation"}
@@ -59,6 +59,12 @@ def create_model_pipeline(spec: ModelSpec) -> Pipeline:
                 ["prepared_dataset", "scores", "training_summary", "params:evaluation"],
                 REPORT_OUTPUTS,
                 name="evaluate",
+            ),
+            node(  # MLflow pyfunc `wood-anomaly-<model>`, a new registry version per run (wood_anomaly.serving)
+                serving_model,
+                ["prepared_dataset", "scores", "metrics", "params:scoring"],
+                "registered_model",
+                name="register",
             ),
         ],
         namespace=spec.name,

@@ -17,9 +17,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
-from wood_anomaly.data.layout import IMAGE_SUFFIXES, CorruptImageError, is_image_file, load_image
+from wood_anomaly.data.layout import IMAGE_SUFFIXES, CorruptImageError, is_image_file, load_image, resize_image
 from wood_anomaly.datasets.trained_model import TrainedModel
 from wood_anomaly.reporting.figures import map_display_range, overlay_heatmap
 from wood_anomaly.evaluation.metrics import predict
@@ -82,8 +81,7 @@ def read_images(inference: dict[str, Any]) -> dict[str, Any]:
 
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    height, width = size
-    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR), dtype=np.uint8)
+    return resize_image(image, size)  # the same resize as the served model (wood_anomaly.serving)
 
 
 def _overlay_names(files: list[str]) -> list[str]:
