@@ -107,7 +107,6 @@ def test_served_predictions_equal_the_inference_pipeline_in_request_order(deploy
         assert prediction["score"] == pytest.approx(float(expected["score"]), rel=1e-4), file.name
         assert prediction["verdict"] == expected["verdict"] and prediction["verdict"] in ("good", "defect")
         assert prediction["threshold"] == pytest.approx(float(expected["threshold"]), rel=1e-9)
-    assert {p["verdict"] for p in predictions} == {"good", "defect"} or len(files) < 2
 
 
 def test_return_map_adds_a_png_heatmap_overlay_at_the_trained_size(deployed, server):
