@@ -166,3 +166,18 @@ def test_readme_documents_make_serve_and_the_request_format():
     makefile = (REPO_ROOT / "Makefile").read_text()
     assert "make serve MODEL=patchcore" in readme and "dataframe_split" in readme and "return_map" in readme
     assert "serve:" in makefile and "models:/wood-anomaly-$(MODEL)/latest" in makefile and "--env-manager local" in makefile
+
+
+def test_the_default_run_registers_all_six_models_from_their_child_runs(default_run):
+    """`kedro run` (the session's tiny default run, tests/conftest.py) registers one version of each model."""
+    from mlflow.tracking import MlflowClient
+
+    from wood_anomaly.models.registry import MODEL_NAMES
+
+    uri = f"sqlite:///{default_run.project / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    for model in MODEL_NAMES:
+        (version,) = client.search_model_versions(f"name = 'wood-anomaly-{model}'")
+        run = client.get_run(version.run_id)
+        assert run.data.tags["model"] == model and "mlflow.parentRunId" in run.data.tags, model
+        assert float(version.tags["threshold"]) == pytest.approx(run.data.metrics["threshold"], rel=1e-6), model
