@@ -7,7 +7,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 # The venv's bin first on PATH: `kedro mlflow ui` starts `mlflow` from PATH (a fresh clone has no other).
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup browser run test viz mlflow-ui serve
+.PHONY: setup browser java run test viz mlflow-ui serve
 
 setup: $(VENV)/.installed
 
@@ -23,10 +23,16 @@ browser:
 	  && (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium) \
 	  || echo "chromium not installed: the kedro-viz browser test will be skipped (it fails under CI=true)"; }
 
+# Java 17 for Spark (batch_scoring pipeline and its test; Debian package, needs root, as on CI).
+java:
+	@command -v java >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] \
+	  && (apt-get update -qq && apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless) \
+	  || echo "java not installed: the Spark batch-scoring test will be skipped"; }
+
 run: setup            ## set up, then `kedro run` (all six models on the shipped real boards, then the report)
 	$(BIN)/kedro run $(ARGS)
 
-test: setup browser   ## set up, then the whole test suite
+test: setup browser java   ## set up, then the whole test suite
 	$(BIN)/python -m pytest $(ARGS)
 
 viz: setup            ## pipeline lineage in the browser (http://127.0.0.1:4141)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -23,6 +24,8 @@ def test_only_the_batch_pipeline_starts_spark():
         assert not SparkHooks.needs_spark(pipelines[name]), name
 
 
+@pytest.mark.skipif(not (shutil.which("java") or os.environ.get("JAVA_HOME")),
+                    reason="Spark needs a Java runtime (17): apt-get install -y openjdk-17-jre-headless")
 def test_batch_scoring_on_local2_writes_versioned_parquet_with_an_error_row(deployed, tmp_path):
     from mlflow.tracking import MlflowClient
     from pyspark.sql import SparkSession
