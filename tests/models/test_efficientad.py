@@ -150,3 +150,25 @@ def test_real_data_auroc_floor(real_data):
     # a quarter of the CPU schedule (~2 min); measured image AUROC 0.775 here, 0.89 after 600 steps
     assert roc_auc_score(test["label"], scores) >= 0.70
     assert roc_auc_score(test["masks"].ravel(), maps.ravel()) >= 0.80
+
+
+def test_ae_weight_zero_skips_the_autoencoder_with_the_same_scores(fitted: EfficientAD, data, monkeypatch):
+    """Scoring with ae_weight 0 does not run the autoencoder and gives the full formula's map."""
+    from wood_anomaly.models.maps import gaussian_blur_maps
+
+    monkeypatch.setitem(fitted.config, "ae_weight", 0.0)
+    q = fitted.quantiles
+    with torch.no_grad():
+        st, ae = fitted._tta_raw_maps(data["test"])  # the AE pass included
+    st = 0.1 * (st - q["st_low"]) / max(q["st_high"] - q["st_low"], 1e-12)
+    ae = 0.1 * (ae - q["ae_low"]) / max(q["ae_high"] - q["ae_low"], 1e-12)
+    full = torch.nn.functional.interpolate((1.0 * st + 0.0 * ae)[:, None], size=(64, 64), mode="bilinear", align_corners=False)[:, 0]
+    full = gaussian_blur_maps(full, float(fitted.config["sigma"])).numpy()
+
+    def no_autoencoder(*args, **kwargs):
+        raise AssertionError("the autoencoder ran although ae_weight is 0")
+
+    monkeypatch.setattr(fitted.autoencoder, "forward", no_autoencoder)
+    scores, maps = fitted.score(data["test"])
+    np.testing.assert_allclose(maps, full, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(scores, full.reshape(3, -1).max(1), rtol=1e-6)

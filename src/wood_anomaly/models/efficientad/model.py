@@ -149,23 +149,26 @@ class EfficientAD:
         assert self.teacher is not None
         return self.teacher.extractor.preprocess(resize_images(images, int(self.config["image_size"])))
 
-    def _raw_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Un-normalised (ST map, AE map), each [B, grid, grid]."""
+    def _raw_maps(self, x: torch.Tensor, with_ae: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Un-normalised (ST map, AE map), each [B, grid, grid]; ``with_ae=False``: the AE map is
+        zeros and the autoencoder is not run (scoring with ae_weight 0 does not need it)."""
         assert self.teacher is not None and self.student is not None and self.autoencoder is not None
         t = self.teacher(x)
         s = self.student(x)
-        a = self.autoencoder(x)
         ch = t.shape[1]
         map_st = (t - s[:, :ch]).pow(2).mean(1)
+        if not with_ae:
+            return map_st, torch.zeros_like(map_st)
+        a = self.autoencoder(x)
         map_ae = (a - s[:, ch:]).pow(2).mean(1)
         return map_st, map_ae
 
-    def _tta_raw_maps(self, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def _tta_raw_maps(self, images: np.ndarray, with_ae: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw (ST, AE) maps of uint8 images, averaged over ``tta_flips`` (each turned back first)."""
         flips = self.config["tta_flips"]
         st_sum = ae_sum = None
         for flip in flips:
-            st, ae = self._raw_maps(self._inputs(flip_images(images, flip)))
+            st, ae = self._raw_maps(self._inputs(flip_images(images, flip)), with_ae=with_ae)
             st, ae = flip_maps(st, flip), flip_maps(ae, flip)
             st_sum = st if st_sum is None else st_sum + st
             ae_sum = ae if ae_sum is None else ae_sum + ae
@@ -364,13 +367,15 @@ class EfficientAD:
         q = self.quantiles
         sigma = float(self.config["sigma"]) * h / int(self.config["image_size"])
         scores, maps = [], []
+        wae = float(self.config["ae_weight"])
         with torch.no_grad():
             for s in range(0, len(images), batch_size):
-                st, ae = self._tta_raw_maps(images[s : s + batch_size])
+                st, ae = self._tta_raw_maps(images[s : s + batch_size], with_ae=wae != 0.0)  # ae_weight 0: no AE pass
                 st = 0.1 * (st - q["st_low"]) / max(q["st_high"] - q["st_low"], 1e-12)
-                ae = 0.1 * (ae - q["ae_low"]) / max(q["ae_high"] - q["ae_low"], 1e-12)
-                wae = float(self.config["ae_weight"])
-                amap = F.interpolate(((1.0 - wae) * st + wae * ae)[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+                if wae != 0.0:
+                    ae = 0.1 * (ae - q["ae_low"]) / max(q["ae_high"] - q["ae_low"], 1e-12)
+                    st = (1.0 - wae) * st + wae * ae
+                amap = F.interpolate(st[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
                 amap = gaussian_blur_maps(amap, sigma)
                 maps.append(amap.cpu().numpy().astype(np.float32))
                 scores.append(amap.flatten(1).amax(1).cpu().numpy().astype(np.float32))
