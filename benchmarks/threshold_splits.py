@@ -31,7 +31,9 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "vsb_wood_esogu"
+#: the shipped real set (data/01_raw/wood), else ../shared next to the repository
+DEFAULT_DATA = next((p for p in (REPO / "data" / "01_raw" / "wood", REPO.parent / "shared" / "datasets" / "vsb_wood_esogu")
+                     if (p / "train" / "good").is_dir()), REPO / "data" / "01_raw" / "wood")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
@@ -122,6 +124,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/threshold_splits.jsonl"))
     parser.add_argument("--table", action="store_true", help="only print the markdown table of --out")
     args = parser.parse_args(argv)
+    if not args.table and not (args.data / "train" / "good").is_dir():
+        # a missing dataset.path would make the pipeline generate a SYNTHETIC set: never benchmark that by accident
+        raise SystemExit(f"{args.data}: no train/good folder (give --data or set WOOD_REAL_DATA)")
     empty = [p.split("=")[0] for p in args.param if p.endswith("={}")]  # e.g. evaluation.nuisances={}: no nuisance scoring
     args.param = [p for p in args.param if not p.endswith("={}")]
     if not args.table:
