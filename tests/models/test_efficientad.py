@@ -172,3 +172,23 @@ def test_ae_weight_zero_skips_the_autoencoder_with_the_same_scores(fitted: Effic
     scores, maps = fitted.score(data["test"])
     np.testing.assert_allclose(maps, full, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(scores, full.reshape(3, -1).max(1), rtol=1e-6)
+
+
+def test_autoencoder_trained_only_when_its_map_counts(data):
+    """train_autoencoder auto: ae_weight 0 never uses the AE map, so the AE is not trained (a third of each step)."""
+    def ae_params(model):
+        return [p.detach().clone() for p in model.autoencoder.parameters()]
+
+    config = {**SMALL, "ae_weight": 0.0, "steps": 4}
+    skipped = EfficientAD(**config)
+    assert not skipped.trains_autoencoder and EfficientAD(**{**config, "ae_weight": 0.5}).trains_autoencoder
+    skipped.fit(data["train"], data["val"], seed=0, device="cpu", progress=False)
+    fresh = EfficientAD(**config)
+    fresh._build(0)
+    assert all(torch.equal(a, b) for a, b in zip(ae_params(skipped), ae_params(fresh)))  # untouched
+    assert skipped.history["loss_ae"] == [0.0] * len(skipped.history["loss_ae"])
+    forced = EfficientAD(**{**config, "train_autoencoder": True}).fit(data["train"], data["val"], seed=0, device="cpu", progress=False)
+    assert not all(torch.equal(a, b) for a, b in zip(ae_params(forced), ae_params(fresh)))
+    assert min(forced.history["loss_ae"]) > 0
+    with pytest.raises(ValueError, match="needs ae_weight: 0"):
+        EfficientAD(**{**SMALL, "train_autoencoder": False}).fit(data["train"], data["val"], seed=0, device="cpu", progress=False)

@@ -95,7 +95,12 @@ def test_resnet_weights_from_torch_hub_cache(tmp_path, monkeypatch) -> None:
     torch.save(ref.state_dict(), tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth")
     fe = FeatureExtractor("resnet18", layers=("layer1", "layer3"), weights="auto")
     assert fe.out_channels == [64, 256] and fe.strides == [4, 16]
-    torch.testing.assert_close(fe.model.layer1[0].conv1.weight, ref.layer1[0].conv1.weight)
+    loaded = load_pretrained_backbone("resnet18", "auto", features_only=True, out_indices=[1, 3])
+    torch.testing.assert_close(loaded.layer1[0].conv1.weight, ref.layer1[0].conv1.weight)
+    x_ref = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():  # the extractor (BatchNorm folded into its convs) computes the same maps
+        for a, b in zip(fe(x_ref), loaded(x_ref)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
     assert not hasattr(fe.model, "layer4")  # truncated after the deepest requested layer
     x = fe.preprocess(np.zeros((1, 32, 32, 3), np.uint8))
     torch.testing.assert_close(x[0, :, 0, 0], torch.tensor([-0.485 / 0.229, -0.456 / 0.224, -0.406 / 0.225]))
@@ -120,3 +125,27 @@ def test_random_weights_only_when_asked() -> None:
     w_rand = fe.model.conv_stem.weight
     w_auto = auto.model.conv_stem.weight
     assert not torch.allclose(w_rand, w_auto)
+
+
+@pytest.mark.parametrize("backbone", ["tf_efficientnet_lite0", "resnet18"])
+def test_fold_batchnorm_keeps_the_features_and_removes_every_batchnorm(backbone):
+    from wood_anomaly.models.features import fold_batchnorm, load_pretrained_backbone
+
+    model = load_pretrained_backbone(backbone, None, True, [1, 2])
+    gen = torch.Generator().manual_seed(0)
+    for mod in model.modules():  # non-trivial statistics, so that a wrong fold shows
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.copy_(torch.randn(mod.num_features, generator=gen) * 0.3)
+            mod.running_var.copy_(torch.rand(mod.num_features, generator=gen) + 0.5)
+            mod.weight.data.copy_(torch.rand(mod.num_features, generator=gen) + 0.5)
+            mod.bias.data.copy_(torch.randn(mod.num_features, generator=gen) * 0.1)
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    x = torch.randn(2, 3, 64, 64, generator=gen)
+    with torch.no_grad():
+        before = model(x)
+    assert fold_batchnorm(model) == n_bn > 0
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    with torch.no_grad():
+        after = model(x)
+    for a, b in zip(after, before):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max()))

@@ -156,3 +156,30 @@ def test_real_data_image_auroc_floor(real_data) -> None:
     scores, _ = model.score(test)
     auroc = roc_auc_score(labels, scores)
     assert auroc > 0.93, f"image AUROC {auroc:.3f} on the real wood test set"
+
+
+def test_precomputed_embeddings_give_the_same_model_and_out_of_fold_scores() -> None:
+    """k-fold threshold fits reuse one pass through the backbone: same bank, same scores as fitting from images."""
+    from wood_anomaly.evaluation.thresholds import out_of_fold_scores
+
+    images, test = _wood(9, 3), _wood(3, 4)
+    config = {**FAST, "batch_size": 4}
+    plain = PatchCore(**config).fit(images, seed=0, device="cpu", progress=False)
+    emb = PatchCore(**config).training_embeddings(images, device="cpu")
+    assert emb.shape[:2] == (9, 2 * 16 * 16)  # 2 copies (none, h) of a 16 x 16 patch grid per image
+    before = emb.clone()
+    reused = PatchCore(**config).fit(images, seed=0, device="cpu", progress=False, precomputed=emb)
+    assert torch.equal(emb, before)  # the caller's embeddings are not scaled in place
+    np.testing.assert_array_equal(reused.memory_bank.reconstruct_n(0, reused.memory_bank.ntotal),
+                                  plain.memory_bank.reconstruct_n(0, plain.memory_bank.ntotal))
+    np.testing.assert_array_equal(reused.score(test)[0], plain.score(test)[0])
+    with pytest.raises(ValueError, match="do not match 8 training images"):
+        PatchCore(**config).fit(images[:8], seed=0, device="cpu", progress=False, precomputed=emb)
+
+    oof = out_of_fold_scores(lambda: PatchCore(**config), images, n_folds=3, seed=0,
+                             fit_kwargs={"seed": 0, "device": "cpu", "progress": False})
+    assert oof.precomputed is not None and oof.precomputed.shape == emb.shape
+    for j in range(3):  # each board scored by a model fitted from the other folds' images, as without the reuse
+        held = oof.folds == j
+        fold_model = PatchCore(**config).fit(images[~held], seed=0, device="cpu", progress=False)
+        np.testing.assert_allclose(oof.scores[held], fold_model.score(images[held])[0], rtol=1e-5)

@@ -132,3 +132,17 @@ def test_gaussian_blur_maps_equals_torchvision_2d_kernel(shape: tuple[int, ...],
     assert out.shape == maps.shape and out.dtype == maps.dtype
     torch.testing.assert_close(out, _torchvision_blur(maps, sigma), rtol=1e-5, atol=1e-5)
     assert gaussian_blur_maps(maps, 0.0) is maps
+
+
+@pytest.mark.parametrize(("n", "d", "k", "candidates"), [(1000, 64, 5, 16), (300, 24, 1, 4), (12, 8, 5, 30)])
+def test_torch_knn_bfloat16_ranking_then_exact_rerank(n: int, d: int, k: int, candidates: int) -> None:
+    """candidates > k: ranked in bfloat16, re-ranked in float32: the exact distances of the true neighbours."""
+    rng = np.random.default_rng(n + k)
+    bank = (rng.standard_normal((n, d)) * rng.uniform(0.5, 3.0, d) + 5.0).astype(np.float32)  # off-centre bank
+    queries = (bank[rng.integers(0, n, 400)] + rng.normal(0, 0.2, (400, d))).astype(np.float32)
+    ref_d, _ = _faiss_knn(bank, queries, k)
+    dist, idx = TorchKnn(bank, group=16, chunk=128, candidates=candidates).search(torch.from_numpy(queries), k)
+    assert dist.shape == (400, k) and np.all(np.diff(dist.numpy(), axis=1) >= 0)
+    np.testing.assert_allclose(dist.numpy(), ref_d, rtol=1e-5, atol=1e-5)
+    recomputed = np.linalg.norm(queries[:, None, :] - bank[idx.numpy()], axis=2)
+    np.testing.assert_allclose(recomputed, dist.numpy(), rtol=1e-4, atol=1e-4)

@@ -139,6 +139,7 @@ class OutOfFold:
     folds: np.ndarray
     extra_scores: np.ndarray | None
     fit_seconds: float
+    precomputed: Any = None  # the model's training_embeddings(images), when it has them (reusable by a final fit)
 
 
 def out_of_fold_scores(
@@ -157,6 +158,8 @@ def out_of_fold_scores(
     For fold ``j``: ``model = make_model()``, ``model.fit(images[not j], val_images=None, **fit_kwargs)``,
     then ``model.score(images[j])`` (and the extra images whose source board is in fold ``j``).
     Models that need validation images to fit should be given them through ``fit_kwargs`` or not use this.
+    A model with ``training_embeddings(images, device=..., progress=...)`` (PatchCore) embeds every board once;
+    each fold fit then gets its rows as ``precomputed=`` (same bank, no second pass through the backbone).
     """
     images = np.asarray(images)
     n = images.shape[0]
@@ -169,10 +172,16 @@ def out_of_fold_scores(
             raise ValueError("extra_source needs one source board per extra image")
         extra_scores = np.full(extra_source.shape[0], np.nan)
     start = time.perf_counter()
+    fit_kwargs = dict(fit_kwargs or {})
+    model = make_model()
+    precomputed = None
+    if callable(getattr(model, "training_embeddings", None)):
+        precomputed = model.training_embeddings(images, device=fit_kwargs.get("device", "auto"), progress=False)
     for j in range(n_folds):
         held_out = folds == j
-        model = make_model()
-        model.fit(images[~held_out], None, **(fit_kwargs or {}))
+        model = model if j == 0 else make_model()
+        extra = {} if precomputed is None else {"precomputed": precomputed[_kept_rows(held_out)]}
+        model.fit(images[~held_out], None, **fit_kwargs, **extra)
         fold_scores, _ = model.score(images[held_out], batch_size=batch_size)
         scores[held_out] = np.asarray(fold_scores, dtype=np.float64)
         if extra_scores is not None:
@@ -182,7 +191,13 @@ def out_of_fold_scores(
                 extra_scores[rows] = np.asarray(s, dtype=np.float64)
         logger.info("out-of-fold scores: fold %d/%d done (%d boards held out, %.1f s)", j + 1, n_folds,
                     int(held_out.sum()), time.perf_counter() - start)
-    return OutOfFold(scores=scores, folds=folds, extra_scores=extra_scores, fit_seconds=time.perf_counter() - start)
+    return OutOfFold(scores=scores, folds=folds, extra_scores=extra_scores, fit_seconds=time.perf_counter() - start,
+                     precomputed=precomputed)
+
+
+def _kept_rows(held_out: np.ndarray) -> Any:
+    """Index of the rows NOT held out, usable on a numpy array or a torch tensor."""
+    return np.flatnonzero(~np.asarray(held_out, dtype=bool))
 
 
 def threshold_metrics(

@@ -199,8 +199,8 @@ def greedy_coreset(
         z = random_projection(features, projection_dim, seed=seed)
         if not torch.isfinite(z).all():
             raise ValueError("greedy_coreset: features contain NaN or inf")
-        # one thread on CPU: measured 2.1 s vs 27.7 s with 2 OpenMP threads for 5k of 258k points on a
-        # busy 2-core box (fork/join of many mid-sized ops stalls when the other core is taken)
-        with _single_thread_on_cpu(z.device.type == "cpu"):
-            picked = _greedy_batched(z, k, start, progress)
+        # the many small in-pool steps run on one thread (_greedy_in_pool: 2.1 s vs 27.7 s with 2 OpenMP
+        # threads on a busy 2-core box); the big N x picks distance updates use every thread torch has
+        # (set_cpu_threads / runtime.num_threads: 1 on a shared, busy CPU)
+        picked = _greedy_batched(z, k, start, progress)
     return picked.cpu()

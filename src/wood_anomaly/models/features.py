@@ -283,6 +283,39 @@ def load_pretrained_backbone(
     return model
 
 
+def fold_batchnorm(model: nn.Module) -> int:
+    """Fold every eval-mode BatchNorm that directly follows a Conv2d (same parent, next child) into the
+    conv's weights and bias, in place; returns how many were folded.
+
+    A frozen backbone's BatchNorm is an affine map per channel, so ``conv -> bn`` equals one conv with
+    ``w * g / sqrt(var + eps)`` and ``(b - mean) * g / sqrt(var + eps) + beta`` (float rounding aside).
+    The BN module is replaced by what it applies after the normalisation: nothing (``nn.BatchNorm2d``) or
+    timm's ``BatchNormAct2d`` dropout + activation. Inference only: saves a memory-bound pass per layer.
+    """
+    folded = 0
+    for parent in list(model.modules()):
+        names = list(parent._modules)
+        for prev_name, name in zip(names, names[1:]):
+            conv, bn = parent._modules[prev_name], parent._modules[name]
+            if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)):
+                continue
+            if bn.training or bn.running_mean is None or bn.num_features != conv.out_channels:
+                continue
+            with torch.no_grad():
+                inv = torch.rsqrt(bn.running_var.double() + bn.eps)
+                gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(inv)
+                beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(inv)
+                scale = gamma * inv
+                bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(inv)
+                conv.weight.copy_((conv.weight.double() * scale.view(-1, 1, 1, 1)).to(conv.weight.dtype))
+                new_bias = ((bias - bn.running_mean.double()) * scale + beta).to(conv.weight.dtype)
+                conv.bias = nn.Parameter(new_bias, requires_grad=False)
+            after = [m for m in (getattr(bn, "drop", None), getattr(bn, "act", None)) if m is not None]
+            parent._modules[name] = nn.Sequential(*after) if after else nn.Identity()
+            folded += 1
+    return folded
+
+
 # ----------------------------------------------------------------------------------------------
 # Feature extractor
 # ----------------------------------------------------------------------------------------------
@@ -326,6 +359,7 @@ class FeatureExtractor(nn.Module):
         self.register_buffer("std", torch.tensor(spec["std"], dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.device = torch.device(device)
         self.to(self.device)
+        self.n_folded_batchnorms = fold_batchnorm(self.model)  # frozen: conv + BN = one conv (faster, same maps)
         self.model.to(memory_format=torch.channels_last)
         self.eval()
         for p in self.parameters():

@@ -75,7 +75,7 @@ def _out_of_fold_threshold_scores(
         extra_source=validation.source[defects],
     )
     logger.info("%d out-of-fold threshold scores from %d folds in %.1f s", oof.scores.size, n_folds, oof.fit_seconds)
-    return {
+    return oof.precomputed, {
         "threshold_scores": [float(v) for v in oof.scores],
         "threshold_source": f"out-of-fold: {n_folds}-fold over the {oof.scores.size} good training boards "
                             "(each scored by a model fitted on the other folds; the deployed model is fitted on all)",
@@ -126,17 +126,20 @@ def train_model(
     val_images = prepared_dataset["images"][_split(prepared_dataset, "val")]
     method, n_folds = threshold_method(evaluation, model_name)
     threshold_info: dict[str, Any] = {}
+    precomputed = None
     if method == "out_of_fold":  # threshold from k-fold out-of-fold scores; deployed model fitted on every good board
         train_images = np.concatenate([train_images, val_images])
         val_images = val_images[:0]
-        threshold_info = _out_of_fold_threshold_scores(
+        precomputed, threshold_info = _out_of_fold_threshold_scores(
             model_path, model_params, train_images, evaluation or {}, runtime, n_folds, seed
         )
         seed_everything(seed)
     model = build_model(model_path, model_params, augmentation if uses_augmentation else None)
     logger.info("Training %s on %d good images (%d for validation)", model_name, len(train_images), len(val_images))
     start = time.perf_counter()
-    model.fit(train_images, val_images if len(val_images) else None, seed=seed, device=runtime.get("device", "auto"), progress=True)
+    reuse = {} if precomputed is None else {"precomputed": precomputed}  # the boards' features from the k-fold pass
+    model.fit(train_images, val_images if len(val_images) else None, seed=seed, device=runtime.get("device", "auto"),
+              progress=True, **reuse)
     fit_seconds = time.perf_counter() - start
     if getattr(model, "threshold_scores", None) is not None:  # a cross-fitted fold ensemble (models/ensemble.py)
         method, threshold_info = "fold_ensemble", _fold_ensemble_threshold_scores(model)
