@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 from dataclasses import dataclass
@@ -152,3 +153,24 @@ def _run_kedro(project: Path, pipeline: str, params: dict[str, Any], env: str | 
 def run_kedro():
     """Call as run_kedro(project, "patchcore", {"dataset.path": ...})."""
     return _run_kedro
+
+
+@pytest.fixture(scope="session")
+def browser_tools() -> Any:
+    """scripts/viz_screenshot.py as a module: find/start headless Chromium, free ports, wait for servers, render."""
+    spec = importlib.util.spec_from_file_location("viz_screenshot", REPO_ROOT / "scripts" / "viz_screenshot.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def chromium(browser_tools: Any) -> str:
+    """Path of the headless Chromium binary; skips where it is absent, fails in CI (env CI set)."""
+    binary = browser_tools.find_chromium()
+    if binary is None:
+        message = "chromium not installed: make browser (apt-get install -y chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message} (CI must install it)")
+        pytest.skip(message)
+    return binary

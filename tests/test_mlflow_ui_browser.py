@@ -6,7 +6,6 @@ Needs Debian's chromium (`make browser`); skipped where it is absent, except in 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
@@ -19,30 +18,6 @@ import pytest
 
 from wood_anomaly.models.registry import MODEL_NAMES
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "viz_screenshot.py"
-
-
-def _load_browser_helpers():
-    spec = importlib.util.spec_from_file_location("viz_screenshot", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-browser = _load_browser_helpers()
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    binary = browser.find_chromium()
-    if binary is None:
-        message = "chromium not installed: make browser (apt-get install -y chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message} (CI must install it)")
-        pytest.skip(message)
-    return binary
-
-
 def clean_env() -> dict[str, str]:
     """What a fresh shell has: no venv on PATH, no MLflow variables; the package as the tests see it."""
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8",
@@ -53,7 +28,8 @@ def clean_env() -> dict[str, str]:
 
 
 @pytest.mark.timeout(900)
-def test_make_mlflow_ui_lists_the_six_model_runs(default_run, chromium, tmp_path):
+def test_make_mlflow_ui_lists_the_six_model_runs(default_run, chromium, browser_tools, tmp_path):
+    browser = browser_tools
     if shutil.which("make") is None:
         pytest.skip("make not installed")
     venv = Path(sys.executable).parent.parent

@@ -6,45 +6,20 @@ Needs Debian's chromium (`apt-get install -y chromium`). Skipped where it is abs
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "viz_screenshot.py"
 
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("viz_screenshot", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-viz = _load_script()
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    binary = viz.find_chromium()
-    if binary is None:
-        message = "chromium not installed: apt-get update && apt-get install -y chromium"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message} (CI must install it)")
-        pytest.skip(message)
-    return binary
-
-
-def get_json(url: str, process) -> dict:
-    return json.loads(viz.wait_for(url, 60, process))
+def get_json(tools, url: str, process) -> dict:
+    return json.loads(tools.wait_for(url, 60, process))
 
 
 @pytest.mark.timeout(600)
-def test_kedro_viz_renders_the_pipelines_in_headless_chromium(chromium, kedro_project, run_kedro, tmp_path):
+def test_kedro_viz_renders_the_pipelines_in_headless_chromium(chromium, browser_tools, kedro_project, run_kedro, tmp_path):
+    viz = browser_tools
     from wood_anomaly.hooks import models_in
     from wood_anomaly.pipeline_registry import register_pipelines
 
@@ -55,19 +30,19 @@ def test_kedro_viz_renders_the_pipelines_in_headless_chromium(chromium, kedro_pr
     port = viz.free_port()
     with viz.kedro_viz(kedro_project, port, tmp_path / "viz.log") as process:
         base = f"http://127.0.0.1:{port}"
-        main = get_json(f"{base}/api/main", process)
+        main = get_json(viz, f"{base}/api/main", process)
         namespaces = {n["name"] for n in main["nodes"] if n.get("type") == "modularPipeline"}
         assert {*models, "reporting"} <= namespaces  # each model's namespace is a collapsible modular pipeline
         assert {p["id"] for p in main["pipelines"]} >= set(registered)  # every pipeline can be picked
 
-        inference = get_json(f"{base}/api/pipelines/inference", process)
+        inference = get_json(viz, f"{base}/api/pipelines/inference", process)
         assert "inference" in {n["name"] for n in inference["nodes"] if n.get("type") == "modularPipeline"}
 
         # previews: the comparison table (CSV) and the model-results dataset answer with their content
         by_name = {n["name"]: n["id"] for n in main["nodes"]}
-        table = get_json(f"{base}/api/nodes/{by_name['reporting.comparison_table']}", process)
+        table = get_json(viz, f"{base}/api/nodes/{by_name['reporting.comparison_table']}", process)
         assert "image_auroc" in json.dumps(table.get("preview"))
-        results = get_json(f"{base}/api/nodes/{by_name['reporting.model_results']}", process)
+        results = get_json(viz, f"{base}/api/nodes/{by_name['reporting.model_results']}", process)
         assert "never run" in json.dumps(results.get("preview"))
 
         screenshot = tmp_path / "viz.png"

@@ -6,6 +6,11 @@ import os
 # datasets): no C++ INFO/WARNING start-up lines (the oneDNN notice among them). A value set by the
 # user wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# PyTorch's CPU allocator: 2 MB-aligned, transparent-huge-page backed buffers for large tensors.
+# Without them a process that has also run TensorFlow (the default run trains Keras and torch models
+# in one process) ran PatchCore's coreset and EfficientAD's steps about 2x slower (TLB misses on the
+# big distance buffers; benchmarks/default_run.py). A value set by the user wins.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 from wood_anomaly import quiet  # noqa: E402
 
