@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/patchcore_model.py [--root DIR] [--set key=value ...] [--threads 2]
         [--bs1 N] [--save-scores FILE.npz]
 
-ms per image is measured batched (score(batch_size=16), the pipeline's way) with its breakdown
+ms per image is measured batched (score(batch_size=--batch-size), the pipeline's way) with its breakdown
 (features / nearest-neighbour search / the rest: grid, blur, upsampling), and at batch size 1
 (one image per score() call, as the serving path calls it) over the first ``--bs1`` test images.
 
@@ -75,7 +75,7 @@ def load_split(root: Path, val_fraction: float = 0.1, seed: int = 0) -> dict[str
 
 
 def evaluate(config: dict, data: dict[str, np.ndarray], seed: int = 0, bs1: int = 0,
-             repeats: int = 1) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+             repeats: int = 1, batch_size: int = 16) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
     model = PatchCore(**config)
     t = time.perf_counter()
     model.fit(data["train"], seed=seed, device="cpu", progress=False)
@@ -85,7 +85,7 @@ def evaluate(config: dict, data: dict[str, np.ndarray], seed: int = 0, bs1: int 
     best = None
     for _ in range(max(1, repeats)):  # the fastest of the repeats (the machine is shared)
         t = time.perf_counter()
-        scores, maps = model.score(test, batch_size=16)
+        scores, maps = model.score(test, batch_size=batch_size)
         ms = (time.perf_counter() - t) / len(test) * 1000
         if best is None or ms < best[0]:
             best = (ms, dict(model.score_timing))
@@ -115,6 +115,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=default_root())
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="PatchCore config override")
+    ap.add_argument("--conf-base", action="store_true",
+                    help="start from conf/base/parameters_patchcore.yml (the pipeline's defaults) instead of the model's")
+    ap.add_argument("--batch-size", type=int, default=16, help="images per score() call in the batched timing")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bs1", type=int, default=40, help="test images scored one at a time (0 = skip)")
@@ -128,14 +131,17 @@ def main() -> None:
 
     faiss.omp_set_num_threads(args.threads)
     config = {}
+    if args.conf_base:
+        config = yaml.safe_load((REPO / "conf" / "base" / "parameters_patchcore.yml").read_text())["patchcore"]["model"]
     for item in args.set:
         key, _, value = item.partition("=")
         config[key] = yaml.safe_load(value)
     data = load_split(args.root, seed=args.seed)
-    result, scores, maps = evaluate(config, data, seed=args.seed, bs1=args.bs1, repeats=args.repeats)
+    result, scores, maps = evaluate(config, data, seed=args.seed, bs1=args.bs1, repeats=args.repeats,
+                                    batch_size=args.batch_size)
     if args.save_scores is not None:
         np.savez_compressed(args.save_scores, scores=scores, maps=maps.astype(np.float16))
-    print(json.dumps({"config": config, "threads": args.threads, **result}))
+    print(json.dumps({"config": config, "threads": args.threads, "batch_size": args.batch_size, **result}))
 
 
 if __name__ == "__main__":
