@@ -7,7 +7,9 @@ Without ``--log`` it clones the repository (``git clone``, committed state) into
 ``kedro run`` there with this venv (``PYTHONPATH`` = the clone's ``src``: the clone's code, nothing
 installed), and keeps the log. Prints the wall seconds of the run, each node's seconds (from Kedro's
 "Completed node" log lines, 1 s resolution), the seconds per model (train + score + evaluate +
-register) and the comparison table the run ended with, as one JSON object.
+register), the comparison table the run ended with, and per model its headline metrics and robustness
+table (image AUROC / false alarms, plain and under each nuisance; read from the newest ``metrics.json``
+beside the log), as one JSON object.
 """
 
 from __future__ import annotations
@@ -56,6 +58,22 @@ def per_model(nodes: dict[str, float]) -> dict[str, float]:
     return dict(grouped)
 
 
+def run_metrics(project: Path) -> dict[str, dict]:
+    """Per model, from the newest metrics.json under ``project``: the headline numbers and the robustness
+    table (image AUROC / false-alarm rate, plain and under every nuisance)."""
+    out: dict[str, dict] = {}
+    for path in sorted(project.glob("data/08_reporting/*/metrics.json/*/metrics.json")):
+        metrics = json.loads(path.read_text())
+        model = path.parts[-4]
+        out[model] = {  # sorted paths: the newest version of each model wins
+            **{k: metrics.get(k) for k in ("image_auroc", "image_auroc_ci95", "image_f1", "test_false_alarm_rate",
+                                           "f1_max", "pixel_auroc", "aupro", "fit_seconds", "score_ms_per_image")},
+            "robustness": {name: f"{entry['image_auroc']:.3f} / {100 * entry['false_alarm_rate']:.1f}%"
+                           for name, entry in (metrics.get("robustness") or {}).items()},
+        }
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--log", type=Path, help="read this finished run's log instead of running")
@@ -85,6 +103,7 @@ def main() -> None:
         "per_model_s": per_model(nodes),
         "nodes_s": nodes,
         "log": str(args.log),
+        "models": run_metrics(args.log.parent),
         "report_tail": re.sub(r"\s+", " ", report[-1])[:1500] if report else None,
     }, indent=1))
 
