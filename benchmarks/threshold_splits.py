@@ -9,11 +9,11 @@ script prints, per split and model, the realised false-alarm rate on the 70 good
 its Clopper-Pearson interval), the promised / expected rate, image AUROC and F1 at the threshold with
 their bootstrap 95 % intervals, and the paired AUROC differences between the models of a split.
 
-    flock /tmp/wood-heavy.lock .venv/bin/python benchmarks/threshold_splits.py --models patchcore padim --splits 0 1 2 3
-    flock /tmp/wood-heavy.lock .venv/bin/python benchmarks/threshold_splits.py --models autoencoder --splits 1
+    .venv/bin/python benchmarks/threshold_splits.py --models patchcore padim --splits 0 1 2 3
+    .venv/bin/python benchmarks/threshold_splits.py --models autoencoder --splits 1
 
 Results are appended as JSON lines to --out (default /tmp/threshold_splits.jsonl) so several calls
-(e.g. one per heavy-lock slot) add up; --table prints the markdown table of everything in --out.
+add up; --table prints the markdown table of everything in --out.
 """
 
 from __future__ import annotations
