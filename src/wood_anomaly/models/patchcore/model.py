@@ -27,7 +27,7 @@ from wood_anomaly.models.coreset import greedy_coreset
 from wood_anomaly.models.features import FeatureExtractor
 from wood_anomaly.models.invariance import check_flips, check_photometric, n_training_copies, training_copies
 from wood_anomaly.models.maps import gaussian_blur_maps
-from wood_anomaly.models.patchcore.search import TorchKnn, fast_cpu_bfloat16, is_flat_l2
+from wood_anomaly.models.patchcore.search import TorchKnn, is_flat_l2
 
 logger = logging.getLogger(__name__)
 
@@ -239,8 +239,6 @@ class PatchCore:
             search = "torch" if self.device.startswith("cuda") else "faiss"
         if search == "torch" and is_flat_l2(index):
             candidates = int(self.config["search_candidates"] or 0)
-            if not self.device.startswith("cuda") and not fast_cpu_bfloat16():
-                candidates = 0  # emulated bfloat16 would be slower than float32
             self._knn = TorchKnn.from_faiss(index, device=self.device, candidates=candidates)  # vectors read once
             return
         if self.device.startswith("cuda") and _gpu_faiss_available():

@@ -65,6 +65,8 @@ class TorchKnn:
         self.bank_rows = padded[: self.n].to(self.device)  # [n, d] for the final exact distances
         self.n_groups = n_groups
         self.candidates = max(0, int(candidates))
+        if self.device.type == "cpu" and not fast_cpu_bfloat16():
+            self.candidates = 0  # emulated bfloat16 would be slower than plain float32
         # one plain GEMM gives ||b||^2 - 2 q.b: queries [-2q, 1] times bank columns [b, ||b||^2] (addmm's
         # broadcast bias would cost a full extra pass over the [chunk, n] product)
         self.centre = padded[: self.n].double().mean(0).float() if self.candidates else torch.zeros(self.dim)
