@@ -110,3 +110,46 @@ def test_real_data_auroc_floor(real_data):
     scores, maps = model.score(test["images"])
     assert roc_auc_score(test["label"], scores) >= 0.90  # measured 0.955 (seed 0)
     assert roc_auc_score(test["masks"].ravel(), maps.ravel()) >= 0.93  # measured 0.961
+
+
+def test_ledoit_wolf_from_streamed_sums_equals_sklearn() -> None:
+    """The streamed estimate (sums about a shift, as Padim.fit keeps them) = sklearn.covariance.ledoit_wolf."""
+    from sklearn.covariance import ledoit_wolf
+
+    from wood_anomaly.models.padim.model import ledoit_wolf_from_sums
+
+    rng = np.random.default_rng(0)
+    for n, d in ((20, 8), (63, 64), (200, 5)):  # fewer samples than dims, about equal, many more
+        samples = [rng.standard_normal((n, d)) @ rng.standard_normal((d, d)) * 0.3 + rng.uniform(-2, 2, d) for _ in range(3)]
+        shift = samples[0][:4].mean(0)  # like Padim: the first batch's mean, not the true mean
+        x = np.stack([s - shift for s in samples])  # [P, n, D]
+        mean = x.mean(1)
+        cov = np.stack([np.cov(xi, rowvar=False) for xi in x])
+        sq = (x**2).sum(-1)
+        shrunk, alpha = ledoit_wolf_from_sums(
+            torch.from_numpy(cov), torch.from_numpy(mean), torch.from_numpy((sq[..., None] * x).sum(1)),
+            torch.from_numpy((sq**2).sum(1)), n,
+        )
+        for i, s in enumerate(samples):
+            ref_cov, ref_alpha = ledoit_wolf(s)
+            assert float(alpha[i]) == pytest.approx(ref_alpha, rel=1e-6, abs=1e-9)
+            np.testing.assert_allclose(shrunk[i].numpy(), ref_cov, rtol=1e-6, atol=1e-9)
+    assert 0 < float(alpha.min()) and float(alpha.max()) <= 1
+
+
+def test_padim_ledoit_wolf_fit_scores_and_round_trips() -> None:
+    rng = np.random.default_rng(1)
+    train = rng.integers(90, 160, (8, 64, 64, 3), dtype=np.uint8)
+    test = rng.integers(90, 160, (3, 64, 64, 3), dtype=np.uint8)
+    test[1, 20:30, 20:30] = 10
+    common = dict(image_size=64, n_features=20, epsilon=0.01)
+    lw = Padim(covariance="ledoit_wolf", **common).fit(train, seed=0, device="cpu", progress=False)
+    plain = Padim(**common).fit(train, seed=0, device="cpu", progress=False)
+    assert 0 < lw.shrinkage <= 1 and plain.shrinkage == 0
+    s_lw, _ = lw.score(test)
+    assert s_lw[1] > np.delete(s_lw, 1).max()
+    assert not np.allclose(s_lw, plain.score(test)[0])  # a different estimator, not a renamed one
+    again = Padim.from_artifacts(**lw.to_artifacts(), device="cpu")
+    np.testing.assert_allclose(again.score(test)[0], s_lw, rtol=1e-5)
+    with pytest.raises(ValueError, match="covariance must be"):
+        Padim(covariance="oas")

@@ -1,4 +1,5 @@
-"""PatchCore's scoring path: exact torch k-NN == FAISS, torch search == FAISS search end to end, blur == torchvision."""
+"""PatchCore's scoring path: exact torch k-NN == FAISS, torch search == FAISS search end to end, the HNSW
+graph (deterministic, close to exact), blur == torchvision."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from torchvision.transforms.v2.functional import gaussian_blur
 
 from wood_anomaly.models.maps import gaussian_blur_maps
 from wood_anomaly.models.patchcore import PatchCore
-from wood_anomaly.models.patchcore.search import TorchKnn, is_flat_l2
+from wood_anomaly.models.patchcore.search import TorchKnn, hnsw_over, is_flat_l2
 
 
 def _faiss_knn(bank: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -109,7 +110,13 @@ def test_patchcore_search_config() -> None:
     art = model.to_artifacts()
     old_state = {**art["state"], "config": {k: v for k, v in art["state"]["config"].items() if k != "search"}}
     loaded = PatchCore.from_artifacts(memory_bank=art["memory_bank"], state=old_state, device="cpu")  # saved before the key
-    assert loaded.config["search"] == "auto" and loaded._knn is None  # auto = FAISS on a CPU
+    assert loaded.config["search"] == "auto" and loaded._knn is None  # auto = the FAISS HNSW graph on a CPU
+    assert isinstance(loaded._search_index, faiss.IndexHNSWFlat) and is_flat_l2(loaded.memory_bank)
+    assert loaded._search_index.hnsw.efSearch == 18 and loaded._search_index.ntotal == loaded.memory_bank.ntotal
+    exact = {**old_state, "config": {**old_state["config"], "search": "faiss"}}
+    assert PatchCore.from_artifacts(memory_bank=art["memory_bank"], state=exact, device="cpu")._search_index is art["memory_bank"]
+    with pytest.raises(ValueError, match="hnsw_m"):
+        PatchCore(hnsw_m=1)
     as_torch = {**old_state, "config": {**old_state["config"], "search": "torch"}}
     assert PatchCore.from_artifacts(memory_bank=art["memory_bank"], state=as_torch, device="cpu")._knn is not None
     hnsw = faiss.IndexHNSWFlat(art["memory_bank"].d, 8)  # not exact L2: searched by FAISS itself
@@ -146,3 +153,45 @@ def test_torch_knn_bfloat16_ranking_then_exact_rerank(n: int, d: int, k: int, ca
     np.testing.assert_allclose(dist.numpy(), ref_d, rtol=1e-5, atol=1e-5)
     recomputed = np.linalg.norm(queries[:, None, :] - bank[idx.numpy()], axis=2)
     np.testing.assert_allclose(recomputed, dist.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_hnsw_graph_is_deterministic_and_close_to_exact() -> None:
+    """Same bank -> the same graph and answers (built on one thread); recall high; distances are true distances."""
+    rng = np.random.default_rng(3)
+    centres = rng.standard_normal((40, 32)) * 4
+    bank = (centres[rng.integers(0, 40, 3000)] + rng.standard_normal((3000, 32))).astype(np.float32)
+    queries = (centres[rng.integers(0, 40, 500)] + rng.standard_normal((500, 32))).astype(np.float32)
+    flat = faiss.IndexFlatL2(32)
+    flat.add(bank)
+    ref_d, ref_i = flat.search(queries, 5)
+    faiss.omp_set_num_threads(2)
+    a, b = hnsw_over(flat, 16, 24), hnsw_over(flat, 16, 24)
+    d_a, i_a = a.search(queries, 5)
+    d_b, i_b = b.search(queries, 5)
+    np.testing.assert_array_equal(i_a, i_b)
+    np.testing.assert_array_equal(d_a, d_b)
+    recall = np.mean([len(set(x) & set(y)) / 5 for x, y in zip(i_a, ref_i)])
+    assert recall > 0.95
+    assert np.all(d_a >= ref_d - 1e-3)  # never nearer than the true neighbours ...
+    np.testing.assert_allclose(d_a, ((queries[:, None] - bank[i_a]) ** 2).sum(-1), rtol=1e-4, atol=1e-3)  # ... and exact for what it found
+    low = hnsw_over(flat, 16, 1)
+    assert np.mean([len(set(x) & set(y)) / 5 for x, y in zip(low.search(queries, 5)[1], ref_i)]) < recall  # efSearch matters
+    with pytest.raises(TypeError, match="IndexFlat"):
+        hnsw_over(a)
+
+
+def test_patchcore_hnsw_scores_close_to_exact_and_tiny_banks_work() -> None:
+    train, test = _wood(6, 0), _wood(4, 1)
+    test[1, 20:30, 20:30] = (40, 25, 15)  # a knot
+    ref = PatchCore(coreset_ratio=0.3, search="faiss").fit(train, seed=0, device="cpu", progress=False)
+    art = ref.to_artifacts()
+    state = {**art["state"], "config": {**art["state"]["config"], "search": "hnsw"}}
+    approx = PatchCore.from_artifacts(memory_bank=art["memory_bank"], state=state, device="cpu")
+    s_ref, _ = ref.score(test, batch_size=2)
+    s_new, _ = approx.score(test, batch_size=2)
+    np.testing.assert_allclose(s_new, s_ref, rtol=0.02)
+    assert np.all(s_new >= s_ref * (1 - 1e-5))  # an approximate neighbour is never nearer
+    assert s_new[1] > np.delete(s_new, 1).max()  # still finds the knot
+    tiny = PatchCore(coreset_ratio=0.5, coreset_max=3, patch_neighbors=5, search="hnsw").fit(train[:1], seed=0, device="cpu", progress=False)
+    assert tiny.memory_bank.ntotal == 3  # fewer bank rows than patch_neighbors: k is clipped, no -1 neighbours
+    assert np.isfinite(tiny.score(test[:2])[0]).all()

@@ -139,6 +139,7 @@ class EfficientADFolds(FoldEnsemble):
     member_path = "wood_anomaly.models.efficientad:EfficientAD"
     fold_validation = True  # its map quantiles come from held-out good boards: the member's held-out fold
     name = "efficientad"
+    concurrent_scoring = True  # torch members in eval mode: score() may run in several threads at once
 
 
 class AutoEncoderFolds(FoldEnsemble):

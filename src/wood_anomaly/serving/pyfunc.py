@@ -35,7 +35,6 @@ import io
 import json
 import logging
 import os
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,8 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
+
+from wood_anomaly.serving.coalesce import CoalescingScorer, coalescing_scorer
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ MAP_OUTPUT_COLUMN = "heatmap"
 BUNDLE_META = "serving.json"
 #: environment variable capping PyTorch/FAISS threads of the served model (e.g. 1 per Spark worker)
 THREADS_ENV = "WOOD_ANOMALY_NUM_THREADS"
+#: environment variable: model calls the served model runs at once (default: see scoring_lanes)
+LANES_ENV = "WOOD_ANOMALY_SERVING_LANES"
 ON_ERROR = ("raise", "row")
 
 
@@ -117,6 +120,29 @@ def _flag(value: Any) -> bool:
         return False
 
 
+def scoring_lanes(model: Any, cpu_count: int | None = None) -> tuple[int | None, int]:
+    """(threads per model call, model calls at once) for the served ``model``.
+
+    Models whose ``score`` may run in several threads at once (``concurrent_scoring = True``: the
+    PyTorch models in eval mode) get one lane per core with one thread each: measured with
+    ``benchmarks/serve_load.py`` (PatchCore, 2 cores, 4 clients), p50 115 ms and 34 images/s against
+    148 ms and 26 images/s for one call at a time on both cores (small batches spend much of a
+    two-thread call waiting on each other). Others (Keras) score one call at a time on every core.
+    ``WOOD_ANOMALY_NUM_THREADS`` (e.g. 1 per Spark task) and ``WOOD_ANOMALY_SERVING_LANES`` override.
+    """
+    cpus = max(1, int(cpu_count or os.cpu_count() or 1))
+    threads = int(os.environ.get(THREADS_ENV) or 0) or None
+    lanes = int(os.environ.get(LANES_ENV) or 0)
+    if not lanes:
+        lanes = max(1, cpus // (threads or 1)) if getattr(model, "concurrent_scoring", False) else 1
+    if lanes > 1 and not getattr(model, "concurrent_scoring", False):
+        logger.warning("%s=%d ignored: %s scores one call at a time", LANES_ENV, lanes, type(model).__name__)
+        lanes = 1
+    if threads is None and lanes > 1:
+        threads = max(1, cpus // lanes)
+    return threads, lanes
+
+
 def load_bundle(bundle: str | Path) -> tuple[Any, dict[str, Any]]:
     """A serving bundle (see :func:`wood_anomaly.serving.register.write_bundle`) -> (TrainedModel, meta)."""
     from wood_anomaly.datasets.trained_model import TrainedModelDataset
@@ -140,9 +166,9 @@ class WoodAnomalyModel(PythonModel):
     """``mlflow.pyfunc`` flavour of one trained wood-anomaly model (any of the six)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self.scorer: CoalescingScorer | None = None  # set by load_context
 
-    def __getstate__(self) -> dict[str, Any]:  # the lock does not pickle; the loaded model is not shipped
+    def __getstate__(self) -> dict[str, Any]:  # the scorer's lock does not pickle; the loaded model is not shipped
         return {}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -151,16 +177,18 @@ class WoodAnomalyModel(PythonModel):
     def load_context(self, context: Any) -> None:
         from wood_anomaly.models.base import set_cpu_threads
 
-        threads = os.environ.get(THREADS_ENV)
-        if threads:
-            set_cpu_threads(int(threads))
         self.trained, self.meta = load_bundle(context.artifacts["bundle"])
         self.model = self.trained.build()
+        threads, lanes = scoring_lanes(self.model)
+        set_cpu_threads(threads)
         self.size = tuple(int(s) for s in self.trained.image_size)
         self.threshold = float(self.trained.threshold)
         self.batch_size = int(self.meta.get("batch_size", 16))
-        logger.info("Serving %s version %s at %s px, threshold %.6g",
-                    self.trained.name, self.trained.version, self.size, self.threshold)
+        # concurrent requests are scored one model call at a time, several requests per call (serving/coalesce.py)
+        # (the cap is set again in the thread that scores: OpenMP's thread count, FAISS's, is per thread)
+        self.scorer = coalescing_scorer(self.model, self.batch_size, threads=threads, lanes=lanes)
+        logger.info("Serving %s version %s at %s px, threshold %.6g (%d scoring lane(s) x %s thread(s))",
+                    self.trained.name, self.trained.version, self.size, self.threshold, lanes, threads or "all")
 
     # ------------------------------------------------------------------ predict
     def _rows(self, model_input: Any) -> pd.DataFrame:
@@ -204,8 +232,7 @@ class WoodAnomalyModel(PythonModel):
         maps: dict[int, np.ndarray] = {}
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
-            with self._lock:  # one scoring at a time: the cores are shared, and not every model is thread-safe
-                chunk_scores, chunk_maps = self.model.score(np.stack([images[r] for r in chunk]), batch_size=self.batch_size)
+            chunk_scores, chunk_maps = self.scorer.score(np.stack([images[r] for r in chunk]))
             for j, row in enumerate(chunk):
                 scores[row] = float(chunk_scores[j])
                 if wants_map[row]:

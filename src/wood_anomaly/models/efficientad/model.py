@@ -111,6 +111,7 @@ class EfficientAD:
     """EfficientAD anomaly model (see the module docstring). Follows the AnomalyModel contract."""
 
     name = "efficientad"
+    concurrent_scoring = True  # score() may run in several threads at once (serving/coalesce.py)
 
     def __init__(self, **config: Any) -> None:
         self.config: dict[str, Any] = merge_config("EfficientAD", DEFAULTS, config)

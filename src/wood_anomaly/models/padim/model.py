@@ -53,6 +53,10 @@ DEFAULTS: dict[str, Any] = {
     "grid_stride": 4,  # feature grid = image_size / grid_stride cells per side
     "n_features": 100,  # random channel subset size (capped at the channels the layers have)
     "epsilon": 0.01,  # covariance regulariser (+eps * I)
+    # "sample": the sample covariance (+ eps I); "ledoit_wolf": shrunk towards mu * I per position with the
+    # Ledoit-Wolf shrinkage (sklearn.covariance.ledoit_wolf's estimate, streamed; + eps I). With fewer boards
+    # than dimensions the sample covariance is nearly singular and its distances grow with how few boards it saw.
+    "covariance": "sample",
     "sigma": 4.0,  # Gaussian blur of the upsampled map (pixels at image_size); 0 = none
     "flip_augment": False,  # legacy switch: True adds "h" and "v" to train_flips
     "train_flips": ["none"],  # fit the Gaussians on these copies of the training images: none, h, v, hv
@@ -60,6 +64,40 @@ DEFAULTS: dict[str, Any] = {
     "tta_flips": ["none"],  # score = maps averaged over these flips of the test image (cost x len)
     "batch_size": 16,
 }
+
+
+def ledoit_wolf_from_sums(
+    cov: torch.Tensor, mean: torch.Tensor, sum_sq_x: torch.Tensor, sum_sq2: torch.Tensor, n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ledoit-Wolf shrunk covariances of many Gaussians at once, from streamed sums (float64).
+
+    ``cov`` [P, D, D]: unbiased sample covariances of samples ``x`` (taken about any fixed shift);
+    ``mean`` [P, D]: their means about that shift; ``sum_sq_x`` [P, D] = sum_i ||x_i||^2 x_i and
+    ``sum_sq2`` [P] = sum_i ||x_i||^4 about the same shift; ``n`` samples. Returns
+    ``((1 - a) S + a * mu * I, a)`` with ``S`` the biased covariance, ``mu = trace(S) / D`` and the
+    shrinkage ``a`` in [0, 1]: the same estimate as ``sklearn.covariance.ledoit_wolf`` on the samples
+    (tests compare them), without holding the samples.
+    """
+    p, d, _ = cov.shape
+    emp = cov * ((n - 1) / n)  # biased, as sklearn
+    trace = emp.diagonal(dim1=1, dim2=2).sum(-1)
+    mu = trace / d
+    # sum_i ||x_i - mean||^4 from sums about the shift: with a = ||x||^2, b = x.mean, c = ||mean||^2,
+    # ||x - mean||^2 = a - 2b + c, and sum (a - 2b + c)^2 expands into the streamed sums
+    c = (mean * mean).sum(-1)
+    sum_a = n * (trace + c)
+    sum_b = n * c
+    sum_b2 = n * (torch.einsum("pi,pij,pj->p", mean, emp, mean) + c * c)
+    sum_ab = (mean * sum_sq_x).sum(-1)
+    sum4 = sum_sq2 + 4 * sum_b2 + n * c * c - 4 * sum_ab + 2 * c * sum_a - 4 * c * sum_b
+    delta_ = (emp * emp).sum((1, 2))
+    beta = (sum4 / n - delta_) / (d * n)
+    delta = (delta_ - d * mu * mu) / d
+    beta = torch.minimum(beta, delta)
+    alpha = torch.where(delta > 0, beta / delta.clamp_min(1e-300), torch.zeros_like(delta)).clamp(0.0, 1.0)
+    eye = torch.eye(d, dtype=emp.dtype, device=emp.device)
+    shrunk = (1 - alpha)[:, None, None] * emp + (alpha * mu)[:, None, None] * eye
+    return shrunk, alpha
 
 
 def embed(features: Sequence[torch.Tensor], grid: int) -> torch.Tensor:
@@ -79,6 +117,7 @@ class Padim:
     """PaDiM anomaly model (see the module docstring). Follows the AnomalyModel contract."""
 
     name = "padim"
+    concurrent_scoring = True  # score() may run in several threads at once (serving/coalesce.py)
 
     def __init__(self, **config: Any) -> None:
         self.config: dict[str, Any] = merge_config("Padim", DEFAULTS, config)
@@ -93,6 +132,9 @@ class Padim:
         self.config["train_flips"] = flips
         self.config["train_photometric"] = check_photometric("Padim", "train_photometric", self.config["train_photometric"])
         self.config["tta_flips"] = check_flips("Padim", "tta_flips", self.config["tta_flips"]) or ["none"]
+        if self.config["covariance"] not in ("sample", "ledoit_wolf"):
+            raise ValueError(f"Padim: covariance must be 'sample' or 'ledoit_wolf', got {self.config['covariance']!r}")
+        self.shrinkage = 0.0  # mean Ledoit-Wolf shrinkage of the last fit
         self.history: dict[str, list[float]] = {}
         self.device = "cpu"
         self._extractor: FeatureExtractor | None = None
@@ -155,6 +197,9 @@ class Padim:
         shift: torch.Tensor | None = None
         s1 = torch.zeros(p, d, device=self.device)
         s2 = torch.zeros(p, d, d, device=self.device)
+        shrink = c["covariance"] == "ledoit_wolf"
+        s3 = torch.zeros(p, d, device=self.device, dtype=torch.float64) if shrink else None  # sum ||x||^2 x
+        s4 = torch.zeros(p, device=self.device, dtype=torch.float64) if shrink else None  # sum ||x||^4
         n = 0
         for s in starts:
             # every copy of the batch (flips, photometric) adds its samples to the same Gaussians
@@ -166,6 +211,10 @@ class Padim:
                 s1 += x.sum(0)
                 xt = x.transpose(0, 1)  # [P, B, D]
                 s2.baddbmm_(xt.transpose(1, 2), xt)  # in place: no [P, D, D] temporary per batch
+                if shrink:
+                    sq = x.double().pow(2).sum(-1)  # [B, P]
+                    s3 += (sq[..., None] * x.double()).sum(0)
+                    s4 += sq.pow(2).sum(0)
                 n += e.shape[0]
         if n < 2:
             raise ValueError("Padim.fit: at least 2 training images are needed to estimate a covariance")
@@ -173,12 +222,21 @@ class Padim:
         m = s1 / n
         cov = s2.sub_(n * m[:, :, None] * m[:, None, :]).div_(n - 1)  # in place: no second P x D x D buffer
         eye = torch.eye(d, device=self.device, dtype=torch.float64)
+        shrinkages = []
         for i in range(0, p, _POSITION_CHUNK):  # in place: cov becomes its inverse
-            block = cov[i : i + _POSITION_CHUNK].double() + float(c["epsilon"]) * eye
+            block = cov[i : i + _POSITION_CHUNK].double()
+            if shrink:
+                sl = slice(i, i + _POSITION_CHUNK)
+                block, alpha = ledoit_wolf_from_sums(block, m[sl].double(), s3[sl], s4[sl], n)
+                shrinkages.append(alpha)
+            block = block + float(c["epsilon"]) * eye
             cov[i : i + _POSITION_CHUNK] = torch.cholesky_inverse(torch.linalg.cholesky(block)).float()
         self.mean = (m + shift).contiguous()
         self.inv_cov = cov
         self.n_train = n
+        self.shrinkage = float(torch.cat(shrinkages).mean()) if shrinkages else 0.0
+        if shrinkages:
+            logger.info("Padim: Ledoit-Wolf shrinkage %.3f on average over %d positions", self.shrinkage, p)
         logger.info(
             "Padim: fitted %d images, grid %dx%d, %d dims, state %.1f MB",
             n, self.grid, self.grid, d, self.state_bytes() / 1e6,

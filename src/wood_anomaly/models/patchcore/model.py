@@ -27,7 +27,7 @@ from wood_anomaly.models.coreset import greedy_coreset
 from wood_anomaly.models.features import FeatureExtractor
 from wood_anomaly.models.invariance import check_flips, check_photometric, n_training_copies, training_copies
 from wood_anomaly.models.maps import gaussian_blur_maps
-from wood_anomaly.models.patchcore.search import TorchKnn, is_flat_l2
+from wood_anomaly.models.patchcore.search import TorchKnn, hnsw_over, is_flat_l2
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +53,12 @@ DEFAULTS: dict[str, Any] = {
     "score_topk": 0.025,  # "topk_mean": a count of patches (>= 1) or a fraction of the grid (< 1)
     "score_sigma": 2.0,  # Gaussian blur (in patches) of the grid before the image score; 0 = off
     "map_sigma": 4.0,  # Gaussian blur of the upsampled anomaly map, in pixels of the input
-    # nearest-neighbour search at scoring: "torch" (matmul + top-k, models/patchcore/search.py),
-    # "faiss" (exact IndexFlatL2.search) or "auto" = torch on a GPU, FAISS on a CPU (faster on 2 cores)
+    # nearest-neighbour search at scoring: "torch" (exact: matmul + top-k, models/patchcore/search.py),
+    # "faiss" (exact IndexFlatL2.search), "hnsw" (approximate FAISS HNSW graph over the same bank vectors,
+    # built at load time) or "auto" = torch on a GPU, hnsw on a CPU (see docs/speed.md for the recall check)
     "search": "auto",
+    "hnsw_m": 16,  # search="hnsw": graph degree (FAISS IndexHNSWFlat M)
+    "hnsw_ef_search": 18,  # search="hnsw": candidate list per query (higher = closer to exact, slower; docs/speed.md)
     # torch search only: rank the bank in bfloat16, re-rank this many rows exactly (0 = float32; see search.py)
     "search_candidates": 0,
     "batch_size": 16,
@@ -72,14 +75,19 @@ class PatchCore:
     """PatchCore anomaly model (see module docstring); follows the AnomalyModel contract."""
 
     name = "patchcore"
+    concurrent_scoring = True  # score() may run in several threads at once (serving/coalesce.py)
 
     def __init__(self, **config: Any) -> None:
         self.config: dict[str, Any] = merge_config("PatchCore", DEFAULTS, config)
         self.config["layers"] = [str(x) for x in self.config["layers"]]
         self.config["train_flips"] = check_flips("PatchCore", "train_flips", self.config["train_flips"])
         self.config["train_photometric"] = check_photometric("PatchCore", "train_photometric", self.config["train_photometric"])
-        if self.config["search"] not in ("auto", "torch", "faiss"):
-            raise ValueError(f"PatchCore: search must be 'auto', 'torch' or 'faiss', got {self.config['search']!r}")
+        if self.config["search"] not in ("auto", "torch", "faiss", "hnsw"):
+            raise ValueError(f"PatchCore: search must be 'auto', 'torch', 'faiss' or 'hnsw', got {self.config['search']!r}")
+        if int(self.config["hnsw_m"]) < 2 or int(self.config["hnsw_ef_search"]) < 1:
+            raise ValueError(
+                f"PatchCore: hnsw_m must be >= 2 and hnsw_ef_search >= 1, got {self.config['hnsw_m']!r} / {self.config['hnsw_ef_search']!r}"
+            )
         if self.config["score_aggregation"] not in ("max", "topk_mean"):
             raise ValueError(f"PatchCore: score_aggregation must be 'max' or 'topk_mean', got {self.config['score_aggregation']!r}")
         self.history: dict[str, list[float]] = {}
@@ -235,8 +243,11 @@ class PatchCore:
         self._search_index = index
         self._knn = None
         search = self.config["search"]
-        if search == "auto":  # measured on 2 CPU cores: FAISS 32 ms per 4,096-patch image, torch 40-46 (either precision)
-            search = "torch" if self.device.startswith("cuda") else "faiss"
+        if search == "auto":  # 2 CPU cores, 4,096-patch image, 6,882-row bank: FAISS flat 37 ms, HNSW 16 ms, torch 40-46
+            search = "torch" if self.device.startswith("cuda") else "hnsw"
+        if search == "hnsw" and is_flat_l2(index):
+            self._search_index = hnsw_over(index, int(self.config["hnsw_m"]), int(self.config["hnsw_ef_search"]))
+            return
         if search == "torch" and is_flat_l2(index):
             candidates = int(self.config["search_candidates"] or 0)
             self._knn = TorchKnn.from_faiss(index, device=self.device, candidates=candidates)  # vectors read once
@@ -253,6 +264,8 @@ class PatchCore:
             return dist.cpu().numpy(), idx.cpu().numpy()
         q = np.ascontiguousarray(queries.float().cpu().numpy())
         d2, idx = self._search_index.search(q, k)
+        if (idx < 0).any():  # an approximate graph found fewer than k neighbours for some patch (tiny banks)
+            d2, idx = self.memory_bank.search(q, k)
         return np.sqrt(np.maximum(d2, 0.0)), idx
 
     def _reweight(self, patch: np.ndarray, nn_index: int) -> float:

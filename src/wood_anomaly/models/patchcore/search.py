@@ -39,6 +39,29 @@ def is_flat_l2(index: Any) -> bool:
     return isinstance(index, faiss.IndexFlat) and int(index.metric_type) == int(faiss.METRIC_L2)
 
 
+def hnsw_over(index: Any, m: int = 16, ef_search: int = 16, ef_construction: int = 40) -> Any:
+    """A FAISS HNSW graph (``IndexHNSWFlat``) over the vectors of an exact L2 index, for approximate k-NN.
+
+    Built on one thread: FAISS inserts in parallel otherwise, and the graph (hence every score) would
+    depend on thread timing. 0.15 s for the 6,882 x 64 wood bank. Distances it returns are exact for
+    the neighbours it finds; a true neighbour it misses is replaced by the next one it did find.
+    """
+    import faiss
+
+    if not is_flat_l2(index):
+        raise TypeError(f"hnsw_over needs an exact L2 IndexFlat, got {type(index).__name__}")
+    graph = faiss.IndexHNSWFlat(int(index.d), int(m))
+    graph.hnsw.efConstruction = int(ef_construction)
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        graph.add(index.reconstruct_n(0, index.ntotal))
+    finally:
+        faiss.omp_set_num_threads(threads)
+    graph.hnsw.efSearch = int(ef_search)
+    return graph
+
+
 def fast_cpu_bfloat16() -> bool:
     """True when this CPU does bfloat16 matrix products natively (oneDNN with AVX512-BF16 or AMX)."""
     try:
