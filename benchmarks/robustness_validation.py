@@ -45,6 +45,7 @@ MODEL_PATHS = {
     "ganomaly": "wood_anomaly.models.ganomaly:GANomaly",
 }
 GRADIENT = {"efficientad", "autoencoder", "vae", "ganomaly"}
+NEEDS_VAL_IMAGES = {"efficientad"}  # fit(train, val_images) needs held-out good boards
 
 
 def load_train_good(root: Path, size: int) -> np.ndarray:
@@ -74,7 +75,11 @@ def evaluate_variant(model: str, overrides: dict, good: np.ndarray, folds: int, 
         seed_everything(seed)
         m = build_model(MODEL_PATHS[model], {**model_params(model), **overrides}, augmentation if model in GRADIENT else None)
         t0 = time.perf_counter()
-        m.fit(train, None, seed=seed, device="cpu", progress=False)
+        fit_val = None
+        if model in NEEDS_VAL_IMAGES:  # map quantiles come from held-out good boards: the last 10% of this fold's training boards
+            n_val = max(4, len(train) // 10)
+            train, fit_val = train[:-n_val], train[-n_val:]
+        m.fit(train, fit_val, seed=seed, device="cpu", progress=False)
         fit_s.append(time.perf_counter() - t0)
         plain_scores, _ = m.score(val.images, batch_size=16)
         threshold = validation_threshold(plain_scores[val.labels == 0], k=k)
