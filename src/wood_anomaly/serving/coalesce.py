@@ -1,11 +1,12 @@
 """Concurrent requests scored together: one model call for the images of every request waiting.
 
-The served model is one object on a few cores: scoring two requests at the same time would only make
-them fight for the cores (and not every model is thread-safe), so calls are serialised. Serialising
-one request at a time wastes what batching buys (the backbone and the k-NN search are cheaper per
-image in a batch of 4 than one by one). :class:`CoalescingScorer` does both: while the model is busy,
-arriving requests queue; when it frees, the first waiting caller takes every queued request (up to
-``max_batch`` images) and scores them in one call, then hands each caller its own rows.
+The served model is one object on a few cores. Scoring every request the moment it arrives would only
+make the requests fight for the cores (and not every model is thread-safe); scoring them one by one
+wastes what batching buys (the backbone and the k-NN search are cheaper per image in a batch of 4 than
+one by one). :class:`CoalescingScorer` does both: at most ``lanes`` model calls run at once (1 for a
+model that is not thread-safe); while they are busy, arriving requests queue, and the first waiting
+caller to find a free lane takes every queued request (up to ``max_batch`` images), scores them in one
+call, then hands each caller its own rows.
 
 Scores do not depend on the company an image keeps in a batch beyond float rounding (the models score
 each image independently); a model error fails exactly the requests that were in that batch.
@@ -16,7 +17,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,11 +32,10 @@ class _Job:
     scores: np.ndarray | None = None
     maps: np.ndarray | None = None
     error: BaseException | None = None
-    batch_sizes: list[int] = field(default_factory=list)
 
 
 class CoalescingScorer:
-    """Serialised, batched ``score_fn(images) -> (scores [n], maps [n, H, W])`` for many threads."""
+    """Batched ``score_fn(images) -> (scores [n], maps [n, H, W])`` for many threads, at most ``lanes`` calls at once."""
 
     def __init__(self, score_fn: ScoreFn, max_batch: int, lanes: int = 1) -> None:
         if int(max_batch) < 1 or int(lanes) < 1:

@@ -131,11 +131,12 @@ def scoring_lanes(model: Any, cpu_count: int | None = None) -> tuple[int | None,
     ``WOOD_ANOMALY_NUM_THREADS`` (e.g. 1 per Spark task) and ``WOOD_ANOMALY_SERVING_LANES`` override.
     """
     cpus = max(1, int(cpu_count or os.cpu_count() or 1))
+    concurrent = bool(getattr(model, "concurrent_scoring", False))
     threads = int(os.environ.get(THREADS_ENV) or 0) or None
     lanes = int(os.environ.get(LANES_ENV) or 0)
     if not lanes:
-        lanes = max(1, cpus // (threads or 1)) if getattr(model, "concurrent_scoring", False) else 1
-    if lanes > 1 and not getattr(model, "concurrent_scoring", False):
+        lanes = max(1, cpus // (threads or 1)) if concurrent else 1
+    if lanes > 1 and not concurrent:
         logger.warning("%s=%d ignored: %s scores one call at a time", LANES_ENV, lanes, type(model).__name__)
         lanes = 1
     if threads is None and lanes > 1:
@@ -184,8 +185,8 @@ class WoodAnomalyModel(PythonModel):
         self.size = tuple(int(s) for s in self.trained.image_size)
         self.threshold = float(self.trained.threshold)
         self.batch_size = int(self.meta.get("batch_size", 16))
-        # concurrent requests are scored one model call at a time, several requests per call (serving/coalesce.py)
-        # (the cap is set again in the thread that scores: OpenMP's thread count, FAISS's, is per thread)
+        # concurrent requests share model calls, at most `lanes` calls at once (serving/coalesce.py); the
+        # thread cap is set again in the thread that scores (OpenMP's thread count, FAISS's, is per thread)
         self.scorer = coalescing_scorer(self.model, self.batch_size, threads=threads, lanes=lanes)
         logger.info("Serving %s version %s at %s px, threshold %.6g (%d scoring lane(s) x %s thread(s))",
                     self.trained.name, self.trained.version, self.size, self.threshold, lanes, threads or "all")

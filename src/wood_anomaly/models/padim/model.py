@@ -78,7 +78,7 @@ def ledoit_wolf_from_sums(
     shrinkage ``a`` in [0, 1]: the same estimate as ``sklearn.covariance.ledoit_wolf`` on the samples
     (tests compare them), without holding the samples.
     """
-    p, d, _ = cov.shape
+    d = cov.shape[-1]
     emp = cov * ((n - 1) / n)  # biased, as sklearn
     trace = emp.diagonal(dim1=1, dim2=2).sum(-1)
     mu = trace / d
