@@ -58,3 +58,27 @@ def test_real_data_auroc_floor(real_data):
     model.fit(train["images"], val["images"], seed=0, progress=False)
     scores, _ = model.score(test["images"])
     assert roc_auc_score(test["label"], scores) >= 0.80  # measured 128 px / 40 epochs: 0.97
+
+
+def test_mean_photometric_norm_makes_a_relit_board_score_like_the_original():
+    """photometric_norm: mean scales every input to the training boards' mean brightness, so a board under
+    10% more or less light (no clipping) gives the same score; without it the score moves."""
+    train = (wood_images(12, 32, 0) * 0.8).astype(np.uint8)  # headroom: x1.10 does not clip
+    boards = (wood_images(3, 32, 2) * 0.8).astype(np.uint8)
+    relit = {f: np.clip(np.rint(boards * f), 0, 255).astype(np.uint8) for f in (1.1, 0.9)}
+    shifts = {}
+    for norm in ("none", "mean"):
+        model = AutoEncoder(image_size=32, epochs=4, batch_size=4, photometric_norm=norm)
+        model.fit(train, seed=0, progress=False)
+        plain, _ = model.score(boards)
+        shifts[norm] = max(float(np.max(np.abs(model.score(x)[0] - plain) / plain)) for x in relit.values())
+    assert model.config["brightness_reference"] == pytest.approx(np.median(train.reshape(12, -1).mean(1)) / 255)
+    assert shifts["mean"] < 0.02  # uint8 rounding of the re-lit boards only
+    assert shifts["none"] > 5 * shifts["mean"]
+    reloaded = AutoEncoder.from_artifacts(**model.to_artifacts())
+    np.testing.assert_allclose(reloaded.score(relit[1.1])[0], model.score(relit[1.1])[0], rtol=1e-5)
+
+
+def test_unknown_photometric_norm_is_an_error():
+    with pytest.raises(ValueError, match="photometric_norm"):
+        AutoEncoder(photometric_norm="histogram")

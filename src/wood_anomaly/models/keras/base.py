@@ -13,7 +13,7 @@ import numpy as np
 
 from wood_anomaly.models.base import check_images, merge_config
 
-from .feeding import ImageFeeder, make_augmenter, preprocess, resize_uint8
+from .feeding import ImageFeeder, make_augmenter, mean_brightness, preprocess, resize_uint8
 from .maps import AGGREGATIONS, aggregate, colorize, parse_map_kind, raw_error_maps, smooth, upsample
 from .persistence import FORMAT_VERSION, read_payload, write_payload
 from .tf_setup import tf_device_name, tf_device_scope
@@ -44,6 +44,8 @@ class KerasReconstructionModel:
         "min_lr": 1e-6,
         "monitor": "val_loss",
         "flips": True,
+        "photometric_norm": "none",  # 'mean': scale each image to the training boards' mean brightness
+        "brightness_reference": None,  # set by fit() when photometric_norm is 'mean'
         "augmentation": None,  # dict for wood_anomaly.data.augment.AugmentConfig.from_dict, or None
         "map_kind": "mse",  # 'mse', 'ssim', 'grad' or a '+' combination (each normalised on val)
         "map_sigma": 2.0,  # Gaussian smoothing, in model pixels
@@ -57,6 +59,8 @@ class KerasReconstructionModel:
         self.kinds = parse_map_kind(self.config["map_kind"])
         if self.config["aggregation"] not in AGGREGATIONS:
             raise ValueError(f"{type(self).__name__}: aggregation must be one of {AGGREGATIONS}")
+        if self.config["photometric_norm"] not in ("none", "mean"):
+            raise ValueError(f"{type(self).__name__}: photometric_norm must be 'none' or 'mean', got {self.config['photometric_norm']!r}")
         if int(self.config["image_size"]) % 16:
             raise ValueError(f"{type(self).__name__}: image_size must be a multiple of 16, got {self.config['image_size']}")
         self.networks: dict[str, keras.Model] = {}
@@ -83,7 +87,8 @@ class KerasReconstructionModel:
 
     # -- helpers -----------------------------------------------------------------------------
     def to_input(self, images_u8: np.ndarray) -> np.ndarray:
-        return preprocess(images_u8, int(self.config["image_size"]), bool(self.config["grayscale"]))
+        reference = self.config["brightness_reference"] if self.config["photometric_norm"] == "mean" else None
+        return preprocess(images_u8, int(self.config["image_size"]), bool(self.config["grayscale"]), reference)
 
     def optimizer(self) -> keras.optimizers.Optimizer:
         return keras.optimizers.Adam(learning_rate=float(self.config["learning_rate"]), beta_1=float(self.config["beta_1"]))
@@ -111,6 +116,8 @@ class KerasReconstructionModel:
         size = int(cfg["image_size"])
         keras.utils.set_random_seed(int(seed))
         start = time.perf_counter()
+        if cfg["photometric_norm"] == "mean":
+            cfg["brightness_reference"] = mean_brightness(train_images)
         with tf_device_scope(device):
             self.networks = self.build_networks()
             trainer, extra_callbacks = self.make_trainer()

@@ -11,14 +11,25 @@ import numpy as np
 import tensorflow as tf
 
 
-def preprocess(images: np.ndarray, image_size: int, grayscale: bool) -> np.ndarray:
-    """uint8 [N,H,W,3] -> float32 [N,S,S,C] in [0, 1] (antialiased bilinear resize, ITU gray)."""
+def preprocess(images: np.ndarray, image_size: int, grayscale: bool, brightness_reference: float | None = None) -> np.ndarray:
+    """uint8 [N,H,W,3] -> float32 [N,S,S,C] in [0, 1] (antialiased bilinear resize, ITU gray).
+
+    With ``brightness_reference`` each image is scaled so that its mean intensity equals it (per-image
+    photometric normalisation: a board under brighter or dimmer light gives the same input).
+    """
     x = tf.convert_to_tensor(images, dtype=tf.float32) / 255.0
     if images.shape[1] != image_size or images.shape[2] != image_size:
         x = tf.image.resize(x, (image_size, image_size), method="bilinear", antialias=True)
     if grayscale:
         x = tf.image.rgb_to_grayscale(x)
+    if brightness_reference is not None:
+        x = x * (float(brightness_reference) / (tf.reduce_mean(x, axis=(1, 2, 3), keepdims=True) + 1e-6))
     return tf.clip_by_value(x, 0.0, 1.0).numpy().astype(np.float32)
+
+
+def mean_brightness(images: np.ndarray) -> float:
+    """Median over images of the mean intensity in [0, 1] (the reference of per-image normalisation)."""
+    return float(np.median(images.reshape(len(images), -1).mean(axis=1) / 255.0))
 
 
 def resize_uint8(images: np.ndarray, image_size: int) -> np.ndarray:
