@@ -192,3 +192,37 @@ def test_autoencoder_trained_only_when_its_map_counts(data):
     assert min(forced.history["loss_ae"]) > 0
     with pytest.raises(ValueError, match="needs ae_weight: 0"):
         EfficientAD(**{**SMALL, "train_autoencoder": False}).fit(data["train"], data["val"], seed=0, device="cpu", progress=False)
+
+
+def test_ensemble_runs_the_shared_teacher_once_with_the_same_results(data, monkeypatch):
+    """EfficientADFolds scores its members together (one teacher pass per batch and flip): same scores and
+    maps as each member's own score(), half the teacher passes."""
+    from wood_anomaly.models.efficientad.networks import Teacher
+    from wood_anomaly.models.ensemble import EfficientADFolds
+
+    config = {**SMALL, "tta_flips": ["none", "h"]}
+    members = [EfficientAD(**config).fit(data["train"][rows], data["val"], seed=j, device="cpu", progress=False)
+               for j, rows in enumerate((slice(0, 4), slice(4, 8)))]
+    ensemble = EfficientADFolds()
+    ensemble.members = members
+    alone = [m.score(data["test"], batch_size=2) for m in members]
+
+    calls = {"n": 0}
+    raw = Teacher.raw
+
+    def counted(self, x):
+        calls["n"] += 1
+        return raw(self, x)
+
+    monkeypatch.setattr(Teacher, "raw", counted)
+    together = ensemble.score_members(data["test"], batch_size=2)
+    for (s1, m1), (s2, m2) in zip(alone, together):
+        np.testing.assert_allclose(s2, s1, rtol=1e-6)
+        np.testing.assert_allclose(m2, m1, rtol=1e-6, atol=1e-7)
+    assert calls["n"] == 2 * 2  # 2 batches x 2 flips, for both members together
+    scores, maps = ensemble.score(data["test"], batch_size=2)
+    np.testing.assert_allclose(scores, (alone[0][0] + alone[1][0]) / 2, rtol=1e-6)
+
+    # members whose teachers differ are not shared
+    other = EfficientAD(**{**config, "layers": ["blocks.1"]})
+    assert not members[0].same_teacher(other) and members[0].same_teacher(members[1])

@@ -141,6 +141,13 @@ class EfficientADFolds(FoldEnsemble):
     name = "efficientad"
     concurrent_scoring = True  # torch members in eval mode: score() may run in several threads at once
 
+    def score_members(self, images: np.ndarray, *, batch_size: int = 16) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The members share one frozen pretrained teacher: it runs once per batch and flip for all of them
+        (60% of a member's scoring time on a CPU); the results equal separate ``member.score`` calls."""
+        from wood_anomaly.models.efficientad.model import score_together
+
+        return score_together(self.members, images, batch_size=batch_size)
+
 
 class AutoEncoderFolds(FoldEnsemble):
     member_path = "wood_anomaly.models.autoencoder:AutoEncoder"

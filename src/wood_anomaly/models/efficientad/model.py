@@ -163,11 +163,14 @@ class EfficientAD:
         assert self.teacher is not None
         return self.teacher.extractor.preprocess(resize_images(images, int(self.config["image_size"])))
 
-    def _raw_maps(self, x: torch.Tensor, with_ae: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def _raw_maps(
+        self, x: torch.Tensor, with_ae: bool = True, teacher_raw: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Un-normalised (ST map, AE map), each [B, grid, grid]; ``with_ae=False``: the AE map is
-        zeros and the autoencoder is not run (scoring with ae_weight 0 does not need it)."""
+        zeros and the autoencoder is not run (scoring with ae_weight 0 does not need it).
+        ``teacher_raw``: ``self.teacher.raw(x)`` computed already (by a model with the same teacher)."""
         assert self.teacher is not None and self.student is not None and self.autoencoder is not None
-        t = self.teacher(x)
+        t = self.teacher(x) if teacher_raw is None else (teacher_raw - self.teacher.mean) / self.teacher.std
         s = self.student(x)
         ch = t.shape[1]
         map_st = (t - s[:, :ch]).pow(2).mean(1)
@@ -177,12 +180,26 @@ class EfficientAD:
         map_ae = (a - s[:, ch:]).pow(2).mean(1)
         return map_st, map_ae
 
-    def _tta_raw_maps(self, images: np.ndarray, with_ae: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raw (ST, AE) maps of uint8 images, averaged over ``tta_flips`` (each turned back first)."""
+    def _tta_raw_maps(
+        self, images: np.ndarray, with_ae: bool = True, shared: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw (ST, AE) maps of uint8 images, averaged over ``tta_flips`` (each turned back first).
+
+        ``shared``: {flip: (network input, raw teacher features)} of these images, filled on first use;
+        models with the same teacher (:meth:`same_teacher`) pass one dict to run the teacher once.
+        """
         flips = self.config["tta_flips"]
         st_sum = ae_sum = None
         for flip in flips:
-            st, ae = self._raw_maps(self._inputs(flip_images(images, flip)), with_ae=with_ae)
+            if shared is None:
+                st, ae = self._raw_maps(self._inputs(flip_images(images, flip)), with_ae=with_ae)
+            else:
+                if flip not in shared:
+                    x = self._inputs(flip_images(images, flip))
+                    assert self.teacher is not None
+                    shared[flip] = (x, self.teacher.raw(x))
+                x, teacher_raw = shared[flip]
+                st, ae = self._raw_maps(x, with_ae=with_ae, teacher_raw=teacher_raw)
             st, ae = flip_maps(st, flip), flip_maps(ae, flip)
             st_sum = st if st_sum is None else st_sum + st
             ae_sum = ae if ae_sum is None else ae_sum + ae
@@ -380,26 +397,28 @@ class EfficientAD:
     # ------------------------------------------------------------------ score
     def score(self, images: np.ndarray, *, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
         """(image scores [N], anomaly maps [N, H, W]) at the input resolution."""
-        if self.quantiles is None or self.student is None:
-            raise RuntimeError("EfficientAD: call fit() or from_artifacts() before score()")
-        images = check_images(images, "EfficientAD.score images")
-        h, w = images.shape[1:3]
+        return score_together([self], images, batch_size=batch_size)[0]
+
+    def same_teacher(self, other: EfficientAD) -> bool:
+        """True when ``other``'s teacher computes the same raw features (same frozen backbone, layers,
+        weights source and input size): only the per-model normalisation differs."""
+        keys = ("backbone", "layers", "weights", "image_size")
+        return self.device == other.device and all(self.config[k] == other.config[k] for k in keys)
+
+    def _finish(self, st: torch.Tensor, ae: torch.Tensor, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        """Raw maps of a batch -> (image scores, anomaly maps at h x w): quantile normalisation, AE mix,
+        upsampling, blur, max."""
+        assert self.quantiles is not None
         q = self.quantiles
         sigma = float(self.config["sigma"]) * h / int(self.config["image_size"])
-        scores, maps = [], []
         wae = float(self.config["ae_weight"])
-        with torch.no_grad():
-            for s in range(0, len(images), batch_size):
-                st, ae = self._tta_raw_maps(images[s : s + batch_size], with_ae=wae != 0.0)  # ae_weight 0: no AE pass
-                st = 0.1 * (st - q["st_low"]) / max(q["st_high"] - q["st_low"], 1e-12)
-                if wae != 0.0:
-                    ae = 0.1 * (ae - q["ae_low"]) / max(q["ae_high"] - q["ae_low"], 1e-12)
-                    st = (1.0 - wae) * st + wae * ae
-                amap = F.interpolate(st[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
-                amap = gaussian_blur_maps(amap, sigma)
-                maps.append(amap.cpu().numpy().astype(np.float32))
-                scores.append(amap.flatten(1).amax(1).cpu().numpy().astype(np.float32))
-        return np.concatenate(scores), np.concatenate(maps)
+        st = 0.1 * (st - q["st_low"]) / max(q["st_high"] - q["st_low"], 1e-12)
+        if wae != 0.0:
+            ae = 0.1 * (ae - q["ae_low"]) / max(q["ae_high"] - q["ae_low"], 1e-12)
+            st = (1.0 - wae) * st + wae * ae
+        amap = F.interpolate(st[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+        amap = gaussian_blur_maps(amap, sigma)
+        return amap.flatten(1).amax(1).cpu().numpy().astype(np.float32), amap.cpu().numpy().astype(np.float32)
 
     # ------------------------------------------------------------------ artifacts
     def to_artifacts(self) -> dict[str, Any]:
@@ -442,3 +461,31 @@ class EfficientAD:
         model.quantiles = {k: float(v) for k, v in state["quantiles"].items()}
         model.n_train = int(state.get("n_train", 0))
         return model
+
+
+def score_together(models: list[EfficientAD], images: np.ndarray, *, batch_size: int = 16) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``[model.score(images) for model in models]``, with the frozen teacher run once per batch and flip for
+    every group of models that share it (:meth:`EfficientAD.same_teacher`: an ensemble's members). The raw
+    teacher features are the same computation either way, so the results equal separate ``score`` calls."""
+    for model in models:
+        if model.quantiles is None or model.student is None:
+            raise RuntimeError("EfficientAD: call fit() or from_artifacts() before score()")
+    images = check_images(images, "EfficientAD.score images")
+    h, w = images.shape[1:3]
+    scores: list[list[np.ndarray]] = [[] for _ in models]
+    maps: list[list[np.ndarray]] = [[] for _ in models]
+    with torch.no_grad():
+        for s in range(0, len(images), batch_size):
+            batch = images[s : s + batch_size]
+            shared: list[tuple[EfficientAD, dict]] = []  # (model whose teacher filled it, {flip: (input, raw)})
+            for i, model in enumerate(models):
+                cache = next((c for owner, c in shared if owner.same_teacher(model)), None)
+                if cache is None:
+                    cache = {}
+                    shared.append((model, cache))
+                with_ae = float(model.config["ae_weight"]) != 0.0  # ae_weight 0: no AE pass
+                st, ae = model._tta_raw_maps(batch, with_ae=with_ae, shared=cache)
+                batch_scores, batch_maps = model._finish(st, ae, h, w)
+                scores[i].append(batch_scores)
+                maps[i].append(batch_maps)
+    return [(np.concatenate(sc), np.concatenate(mp)) for sc, mp in zip(scores, maps)]
