@@ -52,8 +52,8 @@ MODEL_PATHS = {
     "ganomaly": "wood_anomaly.models.ganomaly:GANomaly",
 }
 GRADIENT = {"efficientad", "autoencoder", "vae", "ganomaly"}
-NEEDS_VAL_IMAGES = {"efficientad"}
-GEOMETRIC = ("hflip", "vflip", "rot180")  # fit(train, val_images) needs held-out good boards
+NEEDS_VAL_IMAGES = {"efficientad"}  # fit(train, val_images) needs held-out good boards
+GEOMETRIC = ("hflip", "vflip", "rot180")  # the turned-board nuisances of issue 8's +3-point rule
 
 
 def load_train_good(root: Path, size: int) -> np.ndarray:
@@ -145,13 +145,13 @@ def main() -> int:
         good = load_train_good(Path(args.data), int(base["dataset"]["image_size"]))
         print(f"{args.model}: {len(good)} train/good boards, {args.folds} folds, "
               "validation = held-out good + pasted defects", flush=True)
-    for name, text in args.variant if not args.from_log else []:
-        overrides = yaml.safe_load(text) or {}
-        t0 = time.perf_counter()
-        res = evaluate_variant(args.model, overrides, good, args.folds, nuisances, k, args.seed, base.get("augmentation"))
-        res["wall_s"] = time.perf_counter() - t0
-        rows.append((name, overrides, res))
-        print(json.dumps({"variant": name, "overrides": overrides, **res}), flush=True)
+        for name, text in args.variant:
+            overrides = yaml.safe_load(text) or {}
+            t0 = time.perf_counter()
+            res = evaluate_variant(args.model, overrides, good, args.folds, nuisances, k, args.seed, base.get("augmentation"))
+            res["wall_s"] = time.perf_counter() - t0
+            rows.append((name, overrides, res))
+            print(json.dumps({"variant": name, "overrides": overrides, **res}), flush=True)
     names = ["plain", *nuisances]
     alpha = float(base["evaluation"]["false_alarm_rate"])
 

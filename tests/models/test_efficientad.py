@@ -222,6 +222,7 @@ def test_ensemble_runs_the_shared_teacher_once_with_the_same_results(data, monke
     assert calls["n"] == 2 * 2  # 2 batches x 2 flips, for both members together
     scores, maps = ensemble.score(data["test"], batch_size=2)
     np.testing.assert_allclose(scores, (alone[0][0] + alone[1][0]) / 2, rtol=1e-6)
+    np.testing.assert_allclose(maps, (alone[0][1] + alone[1][1]) / 2, rtol=1e-6, atol=1e-7)
 
     # members whose teachers differ are not shared
     other = EfficientAD(**{**config, "layers": ["blocks.1"]})

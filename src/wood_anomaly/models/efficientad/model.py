@@ -163,14 +163,12 @@ class EfficientAD:
         assert self.teacher is not None
         return self.teacher.extractor.preprocess(resize_images(images, int(self.config["image_size"])))
 
-    def _raw_maps(
-        self, x: torch.Tensor, with_ae: bool = True, teacher_raw: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _raw_maps(self, x: torch.Tensor, teacher_raw: torch.Tensor, with_ae: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Un-normalised (ST map, AE map), each [B, grid, grid]; ``with_ae=False``: the AE map is
         zeros and the autoencoder is not run (scoring with ae_weight 0 does not need it).
-        ``teacher_raw``: ``self.teacher.raw(x)`` computed already (by a model with the same teacher)."""
+        ``teacher_raw``: ``teacher.raw(x)``, possibly computed by another model with the same teacher."""
         assert self.teacher is not None and self.student is not None and self.autoencoder is not None
-        t = self.teacher(x) if teacher_raw is None else (teacher_raw - self.teacher.mean) / self.teacher.std
+        t = (teacher_raw - self.teacher.mean) / self.teacher.std  # = self.teacher(x)
         s = self.student(x)
         ch = t.shape[1]
         map_st = (t - s[:, :ch]).pow(2).mean(1)
@@ -188,18 +186,16 @@ class EfficientAD:
         ``shared``: {flip: (network input, raw teacher features)} of these images, filled on first use;
         models with the same teacher (:meth:`same_teacher`) pass one dict to run the teacher once.
         """
+        assert self.teacher is not None
+        shared = {} if shared is None else shared
         flips = self.config["tta_flips"]
         st_sum = ae_sum = None
         for flip in flips:
-            if shared is None:
-                st, ae = self._raw_maps(self._inputs(flip_images(images, flip)), with_ae=with_ae)
-            else:
-                if flip not in shared:
-                    x = self._inputs(flip_images(images, flip))
-                    assert self.teacher is not None
-                    shared[flip] = (x, self.teacher.raw(x))
-                x, teacher_raw = shared[flip]
-                st, ae = self._raw_maps(x, with_ae=with_ae, teacher_raw=teacher_raw)
+            if flip not in shared:
+                x = self._inputs(flip_images(images, flip))
+                shared[flip] = (x, self.teacher.raw(x))
+            x, teacher_raw = shared[flip]
+            st, ae = self._raw_maps(x, teacher_raw, with_ae=with_ae)
             st, ae = flip_maps(st, flip), flip_maps(ae, flip)
             st_sum = st if st_sum is None else st_sum + st
             ae_sum = ae if ae_sum is None else ae_sum + ae
