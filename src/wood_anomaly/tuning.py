@@ -58,6 +58,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "holdout_fraction": 0.3,
     "fit_val_fraction": 0.1,
     "defects_per_image": 2,
+    "defect_kinds": None,  # None = wood_anomaly.data.synthetic.VALIDATION_DEFECT_TYPES
     "nuisances": None,  # None = evaluation.nuisances
     "nuisance_boards": "cycle",  # cycle: held-out board j under nuisance j mod n; all: every board under every nuisance
     "false_alarm_rate": None,  # None = evaluation.false_alarm_rate
@@ -90,6 +91,14 @@ def tuning_config(tuning: Mapping[str, Any], evaluation: Mapping[str, Any] | Non
         raise ValueError(f"tuning.holdout_fraction must lie in (0, 1), got {config['holdout_fraction']}")
     if config["nuisance_boards"] not in ("cycle", "all"):
         raise ValueError(f"tuning.nuisance_boards must be 'cycle' or 'all', got {config['nuisance_boards']!r}")
+    if config["defect_kinds"] is not None:
+        from wood_anomaly.data.synthetic import DEFECT_PAINTERS
+
+        kinds = list(config["defect_kinds"])
+        unknown = [k for k in kinds if k not in DEFECT_PAINTERS]
+        if not kinds or unknown:
+            raise ValueError(f"tuning.defect_kinds: unknown or empty {unknown or kinds}; known: {sorted(DEFECT_PAINTERS)}")
+        config["defect_kinds"] = kinds
     if not 0.0 <= float(config["fit_val_fraction"]) < 1.0:
         raise ValueError(f"tuning.fit_val_fraction must lie in [0, 1), got {config['fit_val_fraction']}")
     return config
@@ -233,7 +242,9 @@ def make_folds(images: np.ndarray, config: Mapping[str, Any], seed: int) -> list
                 train_idx=train,
                 fit_val_idx=fit_val,
                 holdout_idx=hold,
-                validation=build_validation_set(held, seed=seed + f, defects_per_image=int(config["defects_per_image"])),
+                validation=build_validation_set(
+                    held, seed=seed + f, kinds=config["defect_kinds"], defects_per_image=int(config["defects_per_image"])
+                ),
                 nuisances=nuisances,
             )
         )

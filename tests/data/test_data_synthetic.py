@@ -11,6 +11,8 @@ from scipy import ndimage
 
 from wood_anomaly.data.layout import load_mask, scan_dataset
 from wood_anomaly.data.synthetic import (
+    BOARD_DEFECT_TYPES,
+    DEFECT_PAINTERS,
     DEFECT_TYPES,
     README_NAME,
     NotASyntheticSetError,
@@ -52,7 +54,7 @@ def test_layout_is_scannable_and_every_defect_has_a_nonempty_mask(tmp_path):
     assert img.shape == (48, 48, 3) and img.dtype == np.uint8
 
 
-@pytest.mark.parametrize("defect_type", DEFECT_TYPES)
+@pytest.mark.parametrize("defect_type", sorted(DEFECT_PAINTERS))
 def test_masks_are_exact(defect_type):
     """The defect changes the pixels inside its mask, and nothing beyond a thin blur rim."""
     size = 64
@@ -67,6 +69,28 @@ def test_masks_are_exact(defect_type):
         assert diff[mask].mean() > 15, "the defect must be visible"
         rim = ndimage.binary_dilation(mask, iterations=3)
         assert (diff[~rim] <= 1e-3).all(), "pixels far from the mask must stay untouched"
+
+
+@pytest.mark.parametrize("defect_type", BOARD_DEFECT_TYPES)
+def test_board_scale_defects_have_the_documented_size_and_shape(defect_type):
+    """Board-scale knots and resin cover 0.2-7 % of a 256 px board (the shipped set documents 0.4-12 %), a
+    grain crack (thin) at least 0.05 %; knots are flat ellipses across the grain (squashed boards), resin and
+    cracks run along it (taller than wide)."""
+    size = 256
+    fractions = []
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        img = wood_texture(rng, size)
+        mask = render_defect(rng, img, defect_type)
+        fractions.append(mask.mean())
+        rows, cols = np.nonzero(mask)
+        height, width = np.ptp(rows) + 1, np.ptp(cols) + 1
+        if defect_type.endswith("knot"):
+            assert width > height, (seed, width, height)
+        else:
+            assert height > width, (seed, width, height)
+    assert (0.0005 if defect_type == "grain_crack" else 0.002) <= min(fractions) and max(fractions) <= 0.07, fractions
+    assert max(fractions) > 3 * min(fractions), "sizes must vary"
 
 
 def test_defects_stand_out_from_the_grain(tmp_path):

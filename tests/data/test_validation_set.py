@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wood_anomaly.data.synthetic import DEFECT_TYPES, paste_defect, wood_texture
+from wood_anomaly.data.synthetic import DEFECT_TYPES, VALIDATION_DEFECT_TYPES, paste_defect, wood_texture
 from wood_anomaly.data.validation_set import build_validation_set
 
 
@@ -40,7 +40,8 @@ def test_layout_labels_kinds_and_exact_masks():
     assert len(vs) == 15 and vs.n_good == 5 and vs.n_defect == 10
     np.testing.assert_array_equal(vs.images[:5], good)
     assert list(vs.kinds[:5]) == ["good"] * 5
-    assert set(vs.kinds[5:]) == set(DEFECT_TYPES)  # round-robin covers every kind
+    assert set(vs.kinds[5:]) == set(VALIDATION_DEFECT_TYPES)  # round-robin covers every kind (10 copies, 8 kinds)
+    assert set(build_validation_set(good, seed=0, kinds=DEFECT_TYPES).kinds[5:]) == set(DEFECT_TYPES)
     np.testing.assert_array_equal(vs.source, [0, 1, 2, 3, 4, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4])
     assert not vs.masks[:5].any()
     for row in range(5, 15):

@@ -123,6 +123,23 @@ def test_patch_neighbors_average_over_the_nearest_bank_patches() -> None:
     assert np.all(five.score(test)[0] >= one.score(test)[0] - 1e-6)  # a mean of the k nearest >= the nearest
 
 
+def test_feature_stride_sets_the_patch_grid_and_still_finds_the_knot() -> None:
+    """feature_stride 8 puts every layer (blocks.1 at stride 4 too) on an input/8 grid: 4x fewer patches,
+    maps still at the input size, the knot still found."""
+    fine = PatchCore(**FAST).fit(_wood(6, 0), seed=0, device="cpu", progress=False)
+    coarse = PatchCore(**{**FAST, "feature_stride": 8}).fit(_wood(6, 0), seed=0, device="cpu", progress=False)
+    assert tuple(fine.embed(_wood(1, 1)).shape[-2:]) == (SIZE // 4, SIZE // 4)
+    assert tuple(coarse.embed(_wood(1, 1)).shape[-2:]) == (SIZE // 8, SIZE // 8)
+    assert coarse.fit_info["n_patches"] * 4 == fine.fit_info["n_patches"]
+    bad, masks = _with_knot(_wood(4, 3), seed=4)
+    s_good, _ = coarse.score(_wood(4, 2))
+    s_bad, maps = coarse.score(bad)
+    assert maps.shape == (4, SIZE, SIZE)
+    assert s_bad.min() > s_good.max()
+    for amap, mask in zip(maps, masks):
+        assert amap[mask == 1].mean() > 1.5 * amap[mask == 0].mean()
+
+
 def test_bad_config_and_unfitted_are_errors() -> None:
     with pytest.raises(ValueError, match="unknown config"):
         PatchCore(coreset=0.1)

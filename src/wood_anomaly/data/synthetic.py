@@ -10,6 +10,18 @@ Defects (each with an exact binary mask of the pixels it changes):
 - ``knot``: dead knot / hole, a dark ellipse with a ring,
 - ``stain``: blurred blotch of another tint (blue stain or resin),
 - ``scratch``: thin bright line across the grain.
+
+Board-scale defects, modelled on what the VSB-TUO wood set documents (knots dominate, then cracks and
+resin; its boards of about 2700 x 920 px are squashed to a square, so a round knot becomes a flat
+ellipse across the grain; the shipped subset's defects cover 0.4-12 % of an image):
+
+- ``live_knot``: a flat brown ellipse darker than the board, with growth rings and a soft edge,
+- ``dead_knot``: a darker, nearly black-brown ellipse with a dark rim,
+- ``resin``: a soft amber-brown streak along the grain,
+- ``grain_crack``: a 2-4 px dark split along the grain.
+
+``DEFECT_TYPES`` (the four small ones) stays the generator's default; ``BOARD_DEFECT_TYPES`` are the
+board-scale ones, and ``VALIDATION_DEFECT_TYPES`` is what the label-free validation sets paste by default.
 """
 
 from __future__ import annotations
@@ -32,6 +44,9 @@ logger = logging.getLogger(__name__)
 README_NAME = "README.txt"
 README_MARKER = "wood_anomaly synthetic wood data set"
 DEFECT_TYPES: tuple[str, ...] = ("crack", "knot", "stain", "scratch")
+BOARD_DEFECT_TYPES: tuple[str, ...] = ("live_knot", "dead_knot", "resin", "grain_crack")
+# board-scale kinds first (three of them knot-like or resin, as on VSB boards), then the small ones
+VALIDATION_DEFECT_TYPES: tuple[str, ...] = BOARD_DEFECT_TYPES + DEFECT_TYPES
 _GENERATED = ("train", "test", "ground_truth", README_NAME)
 _GROUP_IDS = {"train": 0, "test_good": 1, "test_defect": 2}
 
@@ -181,11 +196,91 @@ def _scratch(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     return mask
 
 
+def _board_area(rng: np.random.Generator, size: int) -> float:
+    """Defect area in pixels: log-uniform over 0.4-6 % of the image (the shipped set documents 0.4-12 %)."""
+    return float(np.exp(rng.uniform(math.log(0.004), math.log(0.06)))) * size * size
+
+
+def _local_colour(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mean colour of the board around (and under) ``mask``: defects are tinted relative to their own wood."""
+    around = ndimage.binary_dilation(mask, iterations=4)
+    return img[around].mean(axis=0)
+
+
+def _flat_knot(rng: np.random.Generator, img: np.ndarray, dead: bool) -> np.ndarray:
+    size = img.shape[0]
+    area = _board_area(rng, size)
+    aspect = float(rng.uniform(1.2, 3.0))  # wider than tall: the board was squashed along its length
+    a = math.sqrt(area * aspect / math.pi)  # horizontal semi-axis
+    b = a / aspect
+    cx = float(rng.uniform(min(a + 2, size / 2), max(size - a - 2, size / 2)))
+    cy = float(rng.uniform(min(b + 2, size / 2), max(size - b - 2, size / 2)))
+    phi = math.radians(float(rng.uniform(-15.0, 15.0)))
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    xr = (xx - cx) * math.cos(phi) + (yy - cy) * math.sin(phi)
+    yr = -(xx - cx) * math.sin(phi) + (yy - cy) * math.cos(phi)
+    d = np.sqrt((xr / a) ** 2 + (yr / b) ** 2)
+    mask = d < 1.0
+    wood = _local_colour(img, mask)
+    if dead:
+        tone = wood * np.array([0.30, 0.26, 0.22]) * float(rng.uniform(0.8, 1.2))
+        rim = np.clip((d - 0.75) / 0.15, 0.0, 1.0) * np.clip((1.0 - d) / 0.1, 0.0, 1.0)
+        colour = tone[None, None] * (1.0 - 0.5 * rim[..., None])
+        strength = float(rng.uniform(0.75, 0.95))
+    else:
+        tone = wood * np.array([0.68, 0.55, 0.42]) * float(rng.uniform(0.85, 1.1))
+        rings = 0.5 + 0.5 * np.sin(d * float(rng.uniform(10.0, 18.0)) + float(rng.uniform(0, math.pi)))
+        colour = tone[None, None] * (0.85 + 0.25 * rings[..., None])
+        strength = float(rng.uniform(0.55, 0.85))
+    alpha = (strength * np.clip((1.0 - d) / 0.3, 0.0, 1.0))[..., None]  # soft edge, zero outside the mask
+    img[:] = img * (1 - alpha) + colour * alpha
+    return mask
+
+
+def _live_knot(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    return _flat_knot(rng, img, dead=False)
+
+
+def _dead_knot(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    return _flat_knot(rng, img, dead=True)
+
+
+def _resin(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    size = img.shape[0]
+    width = float(rng.uniform(3.0, 10.0))
+    height = min(max(_board_area(rng, size) / width, 3.0 * width), 0.8 * size)
+    cx = float(rng.uniform(width + 2, size - width - 2))
+    cy = float(rng.uniform(height / 2 + 2, size - height / 2 - 2))
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    d = np.sqrt(((xx - cx) / (width / 2)) ** 2 + ((yy - cy) / (height / 2)) ** 2)
+    mask = d < 1.0
+    tone = _local_colour(img, mask) * np.array([0.75, 0.58, 0.35]) * float(rng.uniform(0.85, 1.1))
+    alpha = (float(rng.uniform(0.5, 0.8)) * np.clip((1.0 - d) / 0.4, 0.0, 1.0))[..., None]
+    img[:] = img * (1 - alpha) + tone * alpha
+    return mask
+
+
+def _grain_crack(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    size = img.shape[0]
+    length = float(rng.uniform(0.12, 0.45)) * size
+    x = float(rng.uniform(0.1, 0.9)) * size
+    y0 = float(rng.uniform(0.05 * size, size - length - 0.05 * size))
+    n_seg = 8
+    pts = [(x + float(rng.normal(0.0, 1.0)), y0 + k * length / n_seg) for k in range(n_seg + 1)]
+    mask = _polyline_mask(size, pts, int(rng.integers(2, 5)))
+    img[mask] *= float(rng.uniform(0.35, 0.6))
+    return mask
+
+
 DEFECT_PAINTERS: dict[str, Callable[[np.random.Generator, np.ndarray], np.ndarray]] = {
     "crack": _crack,
     "knot": _knot,
     "stain": _stain,
     "scratch": _scratch,
+    "live_knot": _live_knot,
+    "dead_knot": _dead_knot,
+    "resin": _resin,
+    "grain_crack": _grain_crack,
 }
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from wood_anomaly.data.nuisances import apply_nuisance, parse_nuisances
-from wood_anomaly.data.synthetic import DEFECT_TYPES, paste_defect
+from wood_anomaly.data.synthetic import VALIDATION_DEFECT_TYPES, paste_defect
 
 GOOD_KIND = "good"
 
@@ -76,18 +76,19 @@ def build_validation_set(
     good_images: np.ndarray,
     seed: int,
     *,
-    kinds: Sequence[str] = DEFECT_TYPES,
+    kinds: Sequence[str] | None = None,
     defects_per_image: int = 1,
 ) -> ValidationSet:
     """The held-out good boards plus ``defects_per_image`` defective copies of each.
 
     ``good_images``: uint8 [N, S, S, 3] boards that no model was trained on (never test images).
-    Each defective copy has one procedural defect (crack / knot / stain / scratch, see
-    :mod:`wood_anomaly.data.synthetic`) with its exact mask. Kinds cycle round-robin, so every
-    kind is represented once N * defects_per_image >= len(kinds).
+    Each defective copy has one procedural defect with its exact mask (see
+    :mod:`wood_anomaly.data.synthetic`); ``kinds`` None = ``VALIDATION_DEFECT_TYPES``: the board-scale
+    live / dead knots, resin streaks and grain cracks, then the small crack / knot / stain / scratch.
+    Kinds cycle round-robin, so every kind is represented once N * defects_per_image >= len(kinds).
     """
     images = _check_good_images(good_images)
-    kinds = tuple(kinds)
+    kinds = tuple(VALIDATION_DEFECT_TYPES if kinds is None else kinds)
     if not kinds or len(set(kinds)) != len(kinds):
         raise ValueError(f"kinds must be distinct defect names, got {kinds!r}")
     if defects_per_image < 1:

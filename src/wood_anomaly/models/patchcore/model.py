@@ -41,6 +41,9 @@ DEFAULTS: dict[str, Any] = {
     "weights": "auto",
     "image_size": None,  # resize inputs to this square size first; None = use the input size as is
     "pool_size": 1,  # local neighbourhood averaging of each layer's features (PatchCore paper: 3)
+    # patch grid: None = the finest layer's grid; s = every layer resized to input / s (finer layers
+    # area-averaged, coarser ones bilinearly upsampled): s = 8 has 4x fewer patches to store and search than 4
+    "feature_stride": None,
     "train_flips": ["none"],  # also use flipped training images: "h", "v", "hv"
     "train_photometric": [],  # extra copies of the training images: [brightness, contrast] factor pairs
     "coreset_ratio": 0.02,  # fraction of the training patches kept in the memory bank (1.0 = all)
@@ -118,12 +121,22 @@ class PatchCore:
 
     def embed(self, images: np.ndarray) -> torch.Tensor:
         """Patch features [N, C, h, w] (on the model's device) of uint8 images [N, H, W, 3]."""
-        feats = self.extractor(self._resize(images))
+        x = self._resize(images)
+        feats = self.extractor(x)
         pool = int(self.config["pool_size"])
         if pool > 1:
             feats = [F.avg_pool2d(f, pool, stride=1, padding=pool // 2, count_include_pad=False) for f in feats]
-        grid = max((f.shape[-2:] for f in feats), key=lambda s: s[0] * s[1])
-        feats = [f if f.shape[-2:] == grid else F.interpolate(f, size=grid, mode="bilinear", align_corners=False) for f in feats]
+        stride = self.config["feature_stride"]
+        if stride:
+            grid = (max(1, x.shape[-2] // int(stride)), max(1, x.shape[-1] // int(stride)))
+        else:
+            grid = tuple(max((f.shape[-2:] for f in feats), key=lambda s: s[0] * s[1]))
+        feats = [
+            f if tuple(f.shape[-2:]) == grid
+            else F.adaptive_avg_pool2d(f, grid) if f.shape[-2] >= grid[0] and f.shape[-1] >= grid[1]
+            else F.interpolate(f, size=grid, mode="bilinear", align_corners=False)
+            for f in feats
+        ]
         if self.layer_scales:
             feats = [f * scale for f, scale in zip(feats, self.layer_scales)]
         return torch.cat(feats, 1)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from wood_anomaly.data.layout import load_image, scan_dataset
+from wood_anomaly.data.synthetic import VALIDATION_DEFECT_TYPES
 from wood_anomaly.models.registry import MODEL_NAMES, MODELS
 from wood_anomaly.models.base import seed_everything, set_cpu_threads
 from wood_anomaly.pipelines.model_nodes import build_model
@@ -144,6 +145,7 @@ def tune_model(
             "folds": int(config["folds"]),
             "holdout_fraction": float(config["holdout_fraction"]),
             "defects_per_image": int(config["defects_per_image"]),
+            "defect_kinds": list(config["defect_kinds"] or VALIDATION_DEFECT_TYPES),
             "nuisance_boards": config["nuisance_boards"],
             "nuisance_penalty": float(config["nuisance_penalty"]),
             "false_alarm_rate": float(config["false_alarm_rate"]),
