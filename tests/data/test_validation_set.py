@@ -55,6 +55,15 @@ def test_layout_labels_kinds_and_exact_masks():
         assert changed[mask].mean() > 0.5, vs.kinds[row]
 
 
+@pytest.mark.parametrize("size", [16, 24, 48])
+def test_every_kind_pastes_on_small_boards(size):
+    """The board-scale kinds scale with the board: tiny test images (16 px, the minimum) get them too."""
+    good = _boards(8, size=size)
+    vs = build_validation_set(good, seed=1, defects_per_image=2)
+    assert set(vs.kinds[8:]) == set(VALIDATION_DEFECT_TYPES)
+    assert all(vs.masks[row].any() for row in range(8, len(vs)))
+
+
 def test_paste_defect_does_not_modify_its_input_and_is_repeatable():
     board = _boards(1)[0]
     before = board.copy()

@@ -14,6 +14,7 @@ from wood_anomaly.evaluation.metrics import (
     evaluate,
     f1_max,
     image_metrics,
+    off_defect_auroc,
     pixel_metrics,
     predict,
     validation_threshold,
@@ -275,3 +276,34 @@ def test_false_alarm_rate_sets_k_of_the_normal_fit():
     assert threshold_k_for_false_alarm_rate(0.00135) == pytest.approx(3.0, abs=1e-3)
     with pytest.raises(ValueError):
         threshold_k_for_false_alarm_rate(0.0)
+
+
+def _boards_with_square_defects(n: int = 12, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """n good then n defective boards: noise maps, a bright 8x8 defect (with its mask) on each defective one."""
+    rng = np.random.default_rng(seed)
+    maps = rng.normal(0.0, 1.0, (2 * n, size, size)).astype(np.float32)
+    masks = np.zeros(maps.shape, dtype=np.uint8)
+    for i in range(n, 2 * n):
+        y, x = rng.integers(8, size - 16, 2)
+        masks[i, y : y + 8, x : x + 8] = 1
+        maps[i, y : y + 8, x : x + 8] += 10.0
+    labels = np.r_[np.zeros(n, int), np.ones(n, int)]
+    return labels, maps, masks
+
+
+def test_off_defect_auroc_is_chance_when_only_the_defect_lights_up() -> None:
+    labels, maps, masks = _boards_with_square_defects()
+    out = off_defect_auroc(labels, maps, masks, dilate=4)
+    assert out["map_auroc"] == 1.0  # the defect itself separates perfectly
+    assert 0.2 < out["off_defect_auroc"] < 0.8  # away from it the maps are the same noise
+
+
+def test_off_defect_auroc_sees_a_whole_board_shift_and_ignores_unmasked_defects() -> None:
+    labels, maps, masks = _boards_with_square_defects()
+    maps[labels == 1] += 0.5  # defective boards brighter everywhere: a board-level difference
+    assert off_defect_auroc(labels, maps, masks, dilate=4)["off_defect_auroc"] > 0.95
+    has_mask = np.ones(labels.size, bool)
+    has_mask[labels == 1] = False  # no defect with a mask: nothing to measure
+    assert off_defect_auroc(labels, maps, masks, has_mask, dilate=4) == {}
+    with pytest.raises(ValueError, match="same"):
+        off_defect_auroc(labels, maps[:, :32], masks)

@@ -35,7 +35,7 @@ METRIC_KEYS = {
     "score_ms_per_image", "n_train", "n_val", "n_test_good", "n_test_defect", "device", "backbone",
     "n_threshold_scores", "false_alarm_rate", "test_false_alarm_rate", "expected_false_alarm_rate",
     "expected_false_alarm_rate_ci95", "image_auroc_ci95", "image_f1_ci95", "pixel_auroc_ci95", "aupro_ci95",
-    "tpr_at_far", "validation",
+    "tpr_at_far", "validation", "off_defect_auroc", "map_auroc",
 }
 
 
@@ -64,6 +64,7 @@ def test_model_pipeline_end_to_end(model, kedro_project, tiny_dataset, run_kedro
         assert metrics["pixel_auroc"] >= PIXEL_AUROC_FLOOR[model], metrics["pixel_auroc"]
     assert metrics["model"] == model and metrics["n_test_good"] == 4 and metrics["n_test_defect"] == 6
     assert 0.0 <= metrics["image_auroc"] <= 1.0 and np.isfinite(metrics["threshold"])
+    assert 0.0 <= metrics["off_defect_auroc"] <= 1.0 and 0.0 <= metrics["map_auroc"] <= 1.0
     assert set(metrics["robustness"]) == {"plain", "hflip", "vflip", "rot180", "brightness_up", "brightness_down",
                                           "contrast_down", "jpeg", "blur"}
     assert all(set(e) == {"image_auroc", "pixel_auroc", "false_alarm_rate"} for e in metrics["robustness"].values())

@@ -247,10 +247,10 @@ def _dead_knot(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
 
 def _resin(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     size = img.shape[0]
-    width = float(rng.uniform(3.0, 10.0))
+    width = max(1.5, float(rng.uniform(3.0, 10.0)) * size / 256)  # 3-10 px on a 256 px board
     height = min(max(_board_area(rng, size) / width, 3.0 * width), 0.8 * size)
-    cx = float(rng.uniform(width + 2, size - width - 2))
-    cy = float(rng.uniform(height / 2 + 2, size - height / 2 - 2))
+    cx = float(rng.uniform(min(width + 2, size / 2), max(size - width - 2, size / 2)))
+    cy = float(rng.uniform(min(height / 2 + 2, size / 2), max(size - height / 2 - 2, size / 2)))
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     d = np.sqrt(((xx - cx) / (width / 2)) ** 2 + ((yy - cy) / (height / 2)) ** 2)
     mask = d < 1.0

@@ -275,6 +275,40 @@ def pixel_metrics(
     return result
 
 
+def off_defect_auroc(
+    labels: Any, maps: Any, masks: Any, has_mask: Any = None, *, dilate: int = 16, percentile: float = 99.0
+) -> dict[str, float]:
+    """How well the anomaly maps tell defective boards from good ones *away from the labelled defects*.
+
+    Each board's statistic is the ``percentile`` of its map over the pixels outside its defect mask dilated by
+    ``dilate`` px (good boards: the whole map); ``off_defect_auroc`` is the image AUROC of that statistic
+    (defective boards with a mask vs good boards), ``map_auroc`` the same statistic over the whole map. A model
+    that reacts only to the labelled defects gives ``off_defect_auroc`` near 0.5; more means the defective boards
+    differ from the good ones elsewhere too (unlabelled marks, other wood, another capture), so part of the test
+    AUROC does not measure finding the defect. Returns ``{}`` without good boards or defective boards with a mask.
+    """
+    labels = np.asarray(labels).astype(int).ravel()
+    maps = np.asarray(maps, dtype=np.float32)
+    masks = np.asarray(masks) > 0
+    has_mask = np.ones(labels.size, dtype=bool) if has_mask is None else np.asarray(has_mask, dtype=bool).ravel()
+    if maps.shape != masks.shape or maps.ndim != 3 or maps.shape[0] != labels.size:
+        raise ValueError(f"labels {labels.shape}, maps {maps.shape} and masks {masks.shape} must describe the same [N,H,W] boards")
+    rows = np.flatnonzero((labels == 0) | ((labels == 1) & has_mask & masks.any(axis=(1, 2))))
+    if not (labels[rows] == 0).any() or not (labels[rows] == 1).any():
+        return {}
+    structure = ndimage.generate_binary_structure(2, 1)
+    whole, off = [], []
+    for i in rows:
+        away = ~ndimage.binary_dilation(masks[i], structure=structure, iterations=dilate) if dilate > 0 else ~masks[i]
+        values = maps[i][away] if away.any() else maps[i].ravel()
+        whole.append(float(np.percentile(maps[i], percentile)))
+        off.append(float(np.percentile(values, percentile)))
+    return {
+        "off_defect_auroc": float(roc_auc_score(labels[rows], off)),
+        "map_auroc": float(roc_auc_score(labels[rows], whole)),
+    }
+
+
 def evaluate(
     labels: Any,
     scores: Any,

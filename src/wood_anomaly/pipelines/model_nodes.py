@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from wood_anomaly.evaluation.metrics import evaluate
+from wood_anomaly.evaluation.metrics import evaluate, off_defect_auroc
 from wood_anomaly.evaluation.robustness import (
     DEFAULT_ROBUSTNESS_PIXELS,
     flatten_robustness,
@@ -338,6 +338,10 @@ def evaluate_model(
     metrics.update(operating_point)
     metrics.update(_intervals(prepared_dataset, scores, maps, metrics["threshold"], evaluation))
     metrics.update(validation=_validation_evidence(scores, training_summary, evaluation))
+    metrics.update(
+        off_defect_auroc(labels, maps, prepared_dataset["masks"][test], prepared_dataset["has_mask"][test],
+                         dilate=int(evaluation.get("off_defect_dilate", 16)))
+    )
     metrics.update(
         model=model_name,
         f1_max_note="oracle: best F1 over all thresholds on the test labels, for comparison only",

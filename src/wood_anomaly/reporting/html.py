@@ -34,6 +34,7 @@ HTML_COLUMNS: list[tuple[str, str, str]] = [
     ("f1_max", "F1-max (oracle)", "{:.3f}"),
     ("pixel_auroc", "pixel AUROC", "{:.3f}"),
     ("aupro", "AUPRO", "{:.3f}"),
+    ("off_defect_auroc", "off-defect AUROC", "{:.3f}"),
     ("fit_seconds", "fit s", "{:.1f}"),
     ("ms_per_image", "ms / image", "{:.1f}"),
     ("weights_mb", "weights MB", "{:.1f}"),
@@ -128,7 +129,11 @@ def build_html_report(
             "like the seed report's F1, which picked its threshold on the test set: compare seed F1 with F1-max). "
             f"Test set of the first row: {n_good} good, {n_def} defective images. "
             "Each row reads the model's latest saved results; <i>version</i> is the Kedro version (run timestamp) "
-            "of its metrics.json. Timings depend on the machine and its load.</p>",
+            "of its metrics.json. Timings depend on the machine and its load. "
+            "<i>off-defect AUROC</i>: the same boards told apart by each model's map read only farther than "
+            "16 px from the labelled defects (0.5 = the model reacts to the defect only; higher = the defective "
+            "boards differ from the good ones elsewhere too, and that part of the image AUROC is not defect "
+            "finding).</p>",
         ]
         if len(set(table["n_test_good"])) > 1 or len(set(table["n_test_defect"])) > 1:
             parts.append("<p class='note worse'>The models were evaluated on different test sets: "
