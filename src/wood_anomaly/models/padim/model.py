@@ -25,8 +25,7 @@ smaller state; blocks.1+2 alone (64 ch, 67 MB) gave 0.945; blocks.4 hurts becaus
 63 images a 100-176 dim covariance is rank deficient and its smooth, low-resolution channels
 dominate the distance. Flip augmentation of the training images did not help (0.943).
 (Those were test-set comparisons of an early session. The conf/base defaults are now chosen on label-free
-validation, docs/robustness.md: with the Ledoit-Wolf covariance and flipped boards, 64 random channels of
-blocks.1+2+4 beat blocks.1+2 there.)
+validation, docs/robustness.md and docs/thresholds.md; blocks.1+2 stays the conf/base choice there too.)
 """
 
 from __future__ import annotations
