@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from wood_anomaly.data.layout import scan_dataset  # noqa: E402
+from wood_anomaly.evaluation.metrics import off_defect_auroc  # noqa: E402
 from wood_anomaly.models.registry import MODEL_NAMES  # noqa: E402
 
 
@@ -61,23 +62,22 @@ def board_statistics(test, dilate: int) -> dict[str, float]:
 
 
 def off_defect_aurocs(outputs: Path, masks: dict[str, str], dilate: int) -> dict[str, dict[str, float]]:
+    """Per model (its newest scores.npz): test image AUROC and the pipeline's ``off_defect_auroc`` / ``map_auroc``
+    (``wood_anomaly.evaluation.metrics.off_defect_auroc``), with the masks matched to the scored boards by file name."""
     out = {}
     for model in MODEL_NAMES:
         files = sorted((outputs / model / "scores.npz").glob("*/scores.npz"))
         if not files:
             continue
         run = np.load(files[-1], allow_pickle=False)
-        labels, maps = run["label"], run["maps"].astype(np.float32)
-        whole, off = [], []
-        for path, amap in zip(run["path"], maps):
-            keep = outside_masks(masks.get(Path(str(path)).name), amap.shape, dilate)
-            whole.append(np.percentile(amap, 99))
-            off.append(np.percentile(amap[keep], 99))
+        maps = run["maps"].astype(np.float32)
+        truth = np.stack([~outside_masks(masks.get(Path(str(p)).name), maps.shape[1:], 0) for p in run["path"]])
+        measured = off_defect_auroc(run["label"], maps, truth, dilate=dilate)
         out[model] = {
             "scores_file": str(files[-1]),
-            "image_auroc": float(roc_auc_score(labels, run["scores"])),
-            "map_p99_auroc": float(roc_auc_score(labels, whole)),
-            "off_defect_map_p99_auroc": float(roc_auc_score(labels, off)),
+            "image_auroc": float(roc_auc_score(run["label"], run["scores"])),
+            "map_p99_auroc": measured.get("map_auroc", float("nan")),
+            "off_defect_map_p99_auroc": measured.get("off_defect_auroc", float("nan")),
         }
     return out
 
