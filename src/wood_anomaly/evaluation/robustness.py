@@ -8,7 +8,7 @@ keeps only what the metrics need, so the saved ``scores.npz`` stays small:
 - ``nuisance_scores`` ``[M, N]``: image scores under each of the M nuisances;
 - ``nuisance_pixel_values`` ``[M, K]`` (float16): anomaly-map values at ``K`` fixed pixels of the
   test images that have masks (``nuisance_pixel_index``, a seeded subset of at most ``max_pixels``
-  pixels). Maps of geometric nuisances are turned back first, so the same pixels of the original
+  pixels). Maps of geometric nuisances are mapped back first (``invert_geometry``), so the same pixels of the original
   masks are the ground truth (the same as moving the masks with the images);
 - ``plain_pixel_values`` ``[K]``: the plain maps at those pixels, so "plain" is measured the same way.
 
@@ -27,27 +27,13 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from wood_anomaly.data.nuisances import NuisanceSpec, apply_nuisance, parse_nuisances
+from wood_anomaly.data.nuisances import NuisanceSpec, apply_nuisance, invert_geometry, parse_nuisances
 
 logger = logging.getLogger(__name__)
 
 #: pixels kept per nuisance for the pixel AUROC (2**18 = 0.5 MB per nuisance in float16)
 DEFAULT_ROBUSTNESS_PIXELS = 262_144
 METRIC_NAMES = ("image_auroc", "pixel_auroc", "false_alarm_rate")
-
-
-def undo_geometry(spec: NuisanceSpec, maps: np.ndarray) -> np.ndarray:
-    """Maps ``[N, H, W]`` scored on transformed images -> the original images' geometry.
-
-    The geometric nuisances (hflip, vflip, rot180) are their own inverse; photometric ones move nothing.
-    """
-    if spec.kind == "hflip":
-        return maps[:, :, ::-1]
-    if spec.kind == "vflip":
-        return maps[:, ::-1]
-    if spec.kind == "rot180":
-        return maps[:, ::-1, ::-1]
-    return maps
 
 
 def pixel_index(shape: tuple[int, int, int], has_mask: np.ndarray, max_pixels: int, seed: int = 0) -> np.ndarray:
@@ -100,7 +86,7 @@ def score_under_nuisances(
         if maps.shape != (n, h, w):
             raise ValueError(f"nuisance {spec.name!r}: the model returned maps {maps.shape}, expected {(n, h, w)}")
         out_scores[m] = np.asarray(scores, dtype=np.float32)
-        out_pixels[m] = undo_geometry(spec, maps).reshape(-1)[index].astype(np.float16)
+        out_pixels[m] = invert_geometry(spec, maps).reshape(-1)[index].astype(np.float16)
         logger.info("Scored %d test images under nuisance %-16s in %.1f s", n, spec.name, time.perf_counter() - t0)
     plain = (
         np.asarray(plain_maps).reshape(-1)[index].astype(np.float16)
