@@ -84,3 +84,18 @@ def test_no_nuisances_and_pixel_sampling():
     assert set(np.unique(idx // 64)) <= {1, 3}  # only images with masks
     assert (idx == pixel_index((4, 8, 8), np.array([False, True, False, True]), max_pixels=50, seed=0)).all()
     assert pixel_index((4, 8, 8), np.array([False, True, False, False]), max_pixels=1000).size == 64
+
+
+def test_shift_and_rotate_maps_are_mapped_back_onto_the_original_masks(data):
+    images, masks, labels = data
+    model = PixelModel()
+    scores, maps = model.score(images)
+    nuis = {"off_centre": {"kind": "shift", "dx": 2, "dy": 1}, "skew": {"kind": "rotate", "degrees": 4}}
+    out = score_under_nuisances(model, images, nuis, has_mask=labels == 1, plain_maps=maps, max_pixels=10_000)
+    shifted = out["nuisance_pixel_values"][0].reshape(3, 16, 16).astype(np.float32)
+    plain = out["plain_pixel_values"].reshape(3, 16, 16).astype(np.float32)
+    # exact except the rows / columns that came from the mirrored border
+    assert np.allclose(shifted[:, :-1, :-2], plain[:, :-1, :-2], atol=1e-3)
+    result = robustness_metrics({"scores": scores, **out}, labels, threshold=0.5, masks=masks)
+    assert result["off_centre"]["pixel_auroc"] == pytest.approx(1.0)
+    assert result["skew"]["pixel_auroc"] > 0.95  # bilinear there and back: the defect boxes still line up
