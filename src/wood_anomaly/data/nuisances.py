@@ -3,7 +3,8 @@ nothing about the wood (turned around, re-lit, JPEG-compressed, slightly out of 
 
 Kedro-free. Every transform takes uint8 images ``[N, H, W, 3]`` and optional masks ``[N, H, W]``
 and returns new arrays ``(images, masks)``; geometric transforms move the masks with the images,
-photometric ones leave them unchanged. Everything is deterministic (no random numbers).
+photometric ones leave them unchanged. Everything is deterministic (``noise`` draws from a generator
+seeded per image).
 
 A *spec* is a mapping ``{kind: <kind>, <parameter>: <value>}``; the evaluation reads a mapping
 ``name -> spec`` from ``evaluation.nuisances`` in ``conf/base/parameters.yml``:
@@ -18,27 +19,27 @@ A *spec* is a mapping ``{kind: <kind>, <parameter>: <value>}``; the evaluation r
 
 Kinds and their parameters:
 
-==============  ===================  ===============================================================
-kind            parameters           what it does
-==============  ===================  ===============================================================
-``hflip``       -                    mirror left-right (mask too)
-``vflip``       -                    mirror top-bottom (mask too)
-``rot180``      -                    turn by 180 degrees (mask too)
-``brightness``  ``factor``           multiply every pixel by ``factor``, clip to 0..255
-``contrast``    ``factor``           scale around each image's mean gray level, clip to 0..255
-``jpeg``        ``quality``          JPEG encode/decode with Pillow at this quality (1..95)
-``blur``        ``sigma``            Gaussian blur, ``sigma`` in pixels (scipy.ndimage)
-``gamma``       ``gamma``            ``255 * (x / 255) ** gamma`` (exposure curve; < 1 brightens the shadows)
-``white_balance`` ``red``, ``green``,  multiply each channel by its gain (a warmer or cooler light); each
-                ``blue``             gain defaults to 1.0
-``saturation``  ``factor``           scale each pixel's distance from its own gray value (0 = grayscale)
-``noise``       ``sigma``, ``seed``  add Gaussian sensor noise of ``sigma`` gray levels; seeded per image
-                                     (``seed`` defaults to 0), so the same call gives the same images
-``rotate``      ``degrees``          turn by a small angle about the centre, bilinear, borders reflected (mask
-                                     too, nearest); a board lying slightly skewed on the conveyor
-``shift``       ``dx``, ``dy``       move by whole pixels, borders reflected (mask too); a board off-centre
-``identity``    -                    no change (useful as a control)
-==============  ===================  ===============================================================
+===================  ======================  ========================================================================
+kind                 parameters              what it does
+===================  ======================  ========================================================================
+``hflip``            -                       mirror left-right (mask too)
+``vflip``            -                       mirror top-bottom (mask too)
+``rot180``           -                       turn by 180 degrees (mask too)
+``brightness``       ``factor``              multiply every pixel by ``factor``, clip to 0..255
+``contrast``         ``factor``              scale around each image's mean gray level, clip to 0..255
+``jpeg``             ``quality``             JPEG encode/decode with Pillow at this quality (1..95)
+``blur``             ``sigma``               Gaussian blur, ``sigma`` in pixels (scipy.ndimage)
+``gamma``            ``gamma``               ``255 * (x / 255) ** gamma`` (exposure curve; < 1 brightens the shadows)
+``white_balance``    ``red``, ``green``,     multiply each channel by its gain (a warmer or cooler light); each
+                     ``blue``                gain defaults to 1.0
+``saturation``       ``factor``              scale each pixel's distance from its own gray value (0 = grayscale)
+``noise``            ``sigma``, ``seed``     add Gaussian sensor noise of ``sigma`` gray levels; seeded per image
+                                             (``seed`` defaults to 0), so the same call gives the same images
+``rotate``           ``degrees``             turn by a small angle about the centre, bilinear, borders reflected
+                                             (mask too, nearest); a board lying slightly skewed on the conveyor
+``shift``            ``dx``, ``dy``          move by whole pixels, borders reflected (mask too); a board off-centre
+``identity``         -                       no change (useful as a control)
+===================  ======================  ========================================================================
 
 ``rotate`` and ``shift`` are not their own inverse: :func:`invert_geometry` maps anomaly maps back onto the
 original pixels (exact for ``shift`` away from the border, to interpolation for ``rotate``).
