@@ -70,3 +70,24 @@ def test_real_data_auroc_floor(real_data):
     model.fit(train["images"], val["images"], seed=0, progress=False)
     scores, _ = model.score(test["images"])
     assert roc_auc_score(test["label"], scores) >= 0.75
+
+
+def test_log_var_clip_bounds_the_variance_and_reloads_from_h5(tmp_path):
+    model = VAE(**SMALL, epochs=1, log_var_clip=1.5).fit(wood_images(6, 32, 0), seed=0, progress=False)
+    encoder = model.to_artifacts()["encoder"]
+    dense = encoder.get_layer("z_log_var")
+    kernel, bias = dense.get_weights()
+    dense.set_weights([kernel * 1e4, bias + 50.0])  # an untrained encoder's worst case: huge log-variances
+    x = model.to_input(wood_images(3, 32, 5))
+    _, z_log_var, _ = (np.asarray(t) for t in encoder(x, training=False))
+    assert np.abs(z_log_var).max() <= 1.5 and np.abs(z_log_var).max() > 1.4
+    ds = TensorFlowModelDataset(
+        filepath=str(tmp_path / "encoder.h5"), save_args={"save_format": "h5", "include_optimizer": False},
+        load_args={"compile": False},
+    )
+    ds.save(encoder)
+    loaded = ds.load()
+    assert loaded.get_layer("z_log_var_bounded").limit == 1.5
+    np.testing.assert_array_equal(np.asarray(loaded(x, training=False)[1]), z_log_var)
+    unclipped = VAE(**SMALL, epochs=1).fit(wood_images(6, 32, 0), seed=0, progress=False).to_artifacts()["encoder"]
+    assert "z_log_var_bounded" not in [layer.name for layer in unclipped.layers]  # off by default

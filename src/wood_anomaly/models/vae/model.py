@@ -45,6 +45,24 @@ class Sampling(keras.layers.Layer):
         return {**super().get_config(), "seed": self.seed}
 
 
+@register_custom_object
+class SoftClip(keras.layers.Layer):
+    """``c * tanh(x / c)``: the identity near 0, smoothly bounded to (-c, c)."""
+
+    def __init__(self, limit: float = 10.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.limit = float(limit)
+
+    def call(self, inputs):
+        return self.limit * tf.tanh(inputs / self.limit)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "limit": self.limit}
+
+
 class _VAETrainer(LossTrainer):
     loss_names = ("loss", "reconstruction", "kl")
 
@@ -76,6 +94,7 @@ class VAE(KerasReconstructionModel):
         "latent_dim": 128,
         "decoder_channels": 64,
         "beta": 1.0,
+        "log_var_clip": None,  # a number c: z_log_var = c * tanh(z_log_var / c), so the variance stays in e^-c..e^c
     }
 
     def build_networks(self) -> dict[str, keras.Model]:
@@ -91,6 +110,9 @@ class VAE(KerasReconstructionModel):
         h = keras.layers.Flatten()(h)
         z_mean = keras.layers.Dense(latent, name="z_mean")(h)
         z_log_var = keras.layers.Dense(latent, name="z_log_var")(h)
+        clip = self.config.get("log_var_clip")
+        if clip is not None:  # bounds exp(z_log_var): no KL blow-up while the encoder is still random
+            z_log_var = SoftClip(float(clip), name="z_log_var_bounded")(z_log_var)
         z = Sampling(name="sampling")([z_mean, z_log_var])
         encoder = keras.Model(inp, [z_mean, z_log_var, z], name="vae_encoder")
 
