@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pipeline_runs import DEFAULT_DATA, latest_metrics, make_project  # noqa: E402
@@ -84,8 +86,6 @@ def main() -> int:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="wood-robust-"))
     project = make_project(workdir)
     if args.overrides:
-        import yaml
-
         for model, values in json.loads(Path(args.overrides).read_text()).items():
             conf_file = project / "conf" / "base" / f"parameters_{model}.yml"
             conf = yaml.safe_load(conf_file.read_text())
@@ -93,8 +93,6 @@ def main() -> int:
             conf_file.write_text(yaml.safe_dump(conf, sort_keys=False))
             print(f"{model}: conf/base model parameters overridden with {values}", flush=True)
     if args.nuisances != "conf":
-        import yaml
-
         from wood_anomaly.data.nuisances import EXTRA_NUISANCES
 
         conf_file = project / "conf" / "base" / "parameters.yml"

@@ -200,7 +200,8 @@ OPTIONAL_PARAMS: dict[str, dict[str, Any]] = {
     "noise": {"seed": 0},
     "shift": {"dx": 0, "dy": 0},
 }
-GEOMETRIC_KINDS = frozenset({"hflip", "vflip", "rot180", "rotate", "shift"})
+INVOLUTION_KINDS = frozenset({"hflip", "vflip", "rot180"})
+GEOMETRIC_KINDS = INVOLUTION_KINDS | {"rotate", "shift"}
 
 # The issue-8 list; conf/base/parameters.yml (evaluation.nuisances) repeats it explicitly.
 DEFAULT_NUISANCES: dict[str, dict[str, Any]] = {
@@ -228,6 +229,8 @@ EXTRA_NUISANCES: dict[str, dict[str, Any]] = {
     "off_centre": {"kind": "shift", "dx": 8, "dy": 4},
 }
 
+_NAMED_NUISANCES = {**EXTRA_NUISANCES, **DEFAULT_NUISANCES}
+
 
 @dataclass(frozen=True)
 class NuisanceSpec:
@@ -244,9 +247,9 @@ class NuisanceSpec:
     @classmethod
     def from_config(cls, name: str, spec: Mapping[str, Any] | str | None = None) -> NuisanceSpec:
         """``spec`` is a mapping ``{kind, ...parameters}``, a kind name, or None (then ``name`` is the kind,
-        with the default parameters of :data:`DEFAULT_NUISANCES` when ``name`` is listed there)."""
+        with the parameters of :data:`DEFAULT_NUISANCES` or :data:`EXTRA_NUISANCES` when it is listed there)."""
         if spec is None:
-            spec = {**EXTRA_NUISANCES, **DEFAULT_NUISANCES}.get(name, {"kind": name})
+            spec = _NAMED_NUISANCES.get(name, {"kind": name})
         if isinstance(spec, str):
             spec = {"kind": spec}
         if not isinstance(spec, Mapping):
@@ -338,12 +341,8 @@ def invert_geometry(spec: NuisanceSpec | str | Mapping[str, Any], maps: np.ndarr
     """
     spec = _as_spec(spec)
     maps = np.asarray(maps)
-    if spec.kind == "hflip":
-        return maps[:, :, ::-1]
-    if spec.kind == "vflip":
-        return maps[:, ::-1]
-    if spec.kind == "rot180":
-        return maps[:, ::-1, ::-1]
+    if spec.kind in INVOLUTION_KINDS:  # applying the transform again undoes it
+        return KINDS[spec.kind][0](maps, None)[0]
     if spec.kind == "shift":
         return _shift_arrays(maps, -spec.params["dx"], -spec.params["dy"])
     if spec.kind == "rotate":

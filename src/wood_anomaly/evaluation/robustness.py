@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from wood_anomaly.data.nuisances import NuisanceSpec, apply_nuisance, invert_geometry, parse_nuisances
+from wood_anomaly.data.nuisances import apply_nuisance, invert_geometry, parse_nuisances
 
 logger = logging.getLogger(__name__)
 
