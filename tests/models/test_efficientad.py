@@ -227,3 +227,43 @@ def test_ensemble_runs_the_shared_teacher_once_with_the_same_results(data, monke
     # members whose teachers differ are not shared
     other = EfficientAD(**{**config, "layers": ["blocks.1"]})
     assert not members[0].same_teacher(other) and members[0].same_teacher(members[1])
+
+
+def test_turned_test_set_reuses_the_plain_pass_with_the_same_results(data, monkeypatch):
+    """With maps averaged over all four flips, the test set turned left-right / upside down / by 180 degrees
+    consists of flipped boards the plain pass already computed: inside memoise_repeated_inputs() they are looked
+    up (no teacher pass), and the scores and maps equal a fresh computation. Outside the block nothing is kept."""
+    from wood_anomaly.data.nuisances import apply_nuisance
+    from wood_anomaly.models.efficientad.networks import Teacher
+    from wood_anomaly.models.ensemble import EfficientADFolds
+
+    config = {**SMALL, "tta_flips": ["none", "h", "v", "hv"], "steps": 4}
+    ensemble = EfficientADFolds()
+    ensemble.members = [EfficientAD(**config).fit(data["train"][rows], data["val"], seed=j, device="cpu", progress=False)
+                        for j, rows in enumerate((slice(0, 4), slice(4, 8)))]
+    turned = {kind: apply_nuisance({"kind": kind}, data["test"])[0] for kind in ("hflip", "vflip", "rot180")}
+    fresh = {kind: ensemble.score(images, batch_size=2) for kind, images in turned.items()}
+    bright = apply_nuisance({"kind": "brightness", "factor": 1.1}, data["test"])[0]
+
+    calls = {"n": 0}
+    raw = Teacher.raw
+
+    def counted(self, x):
+        calls["n"] += 1
+        return raw(self, x)
+
+    monkeypatch.setattr(Teacher, "raw", counted)
+    with ensemble.memoise_repeated_inputs() as memos:
+        ensemble.score(data["test"], batch_size=2)
+        assert calls["n"] == 2 * 4  # 2 batches x 4 flips
+        for kind, images in turned.items():
+            scores, maps = ensemble.score(images, batch_size=2)
+            np.testing.assert_allclose(scores, fresh[kind][0], rtol=1e-6)
+            np.testing.assert_allclose(maps, fresh[kind][1], rtol=1e-6, atol=1e-7)
+        assert calls["n"] == 2 * 4  # every turned board was looked up
+        ensemble.score(bright, batch_size=2)  # new pixels: computed
+        assert calls["n"] == 2 * 4 * 2
+        assert len(memos) == 2 and all(m.hits == 3 * 2 * 4 for m in memos)
+    assert all(m.flip_memo is None for m in ensemble.members)
+    ensemble.score(turned["hflip"], batch_size=2)
+    assert calls["n"] == 2 * 4 * 3

@@ -153,3 +153,32 @@ def test_padim_ledoit_wolf_fit_scores_and_round_trips() -> None:
     np.testing.assert_allclose(again.score(test)[0], s_lw, rtol=1e-5)
     with pytest.raises(ValueError, match="covariance must be"):
         Padim(covariance="oas")
+
+
+def test_precomputed_training_embeddings_give_the_same_gaussians():
+    """fit(images[rows], precomputed=training_embeddings(images)[rows]) equals fit(images[rows]) bit for bit, with
+    flips, a photometric copy, Ledoit-Wolf and a seeded channel subset (what the k-fold threshold fits reuse);
+    embeddings that do not match the images are an error, not a silent misfit."""
+    from wood_anomaly.evaluation.thresholds import out_of_fold_scores
+
+    config = {**SMALL, "train_flips": ["none", "h"], "train_photometric": [[1.1, 1.0]], "covariance": "ledoit_wolf"}
+    images = wood_images(10, 64, 3)
+    emb = Padim(**config).training_embeddings(images, device="cpu")
+    assert emb.shape == (10, 3, 256, 80)  # 10 boards x (2 flips + 1 re-lit) x 16x16 grid x all 80 channels
+    rows = np.array([0, 2, 3, 5, 6, 7, 9])
+    plain = Padim(**config).fit(images[rows], seed=4, progress=False)
+    reused = Padim(**config).fit(images[rows], seed=4, progress=False, precomputed=emb[rows])
+    assert torch.equal(plain.channel_index, reused.channel_index)
+    assert torch.equal(plain.mean, reused.mean) and torch.equal(plain.inv_cov, reused.inv_cov)
+    assert plain.shrinkage == reused.shrinkage
+    with pytest.raises(ValueError, match="precomputed embeddings"):
+        Padim(**config).fit(images[rows], seed=4, progress=False, precomputed=emb[:5])
+
+    # the k-fold scores use the reuse and match fold fits made from scratch
+    oof = out_of_fold_scores(lambda: Padim(**config), images, n_folds=3, seed=0,
+                             fit_kwargs={"seed": 4, "device": "cpu", "progress": False})
+    assert oof.precomputed is not None and torch.equal(oof.precomputed, emb)
+    for j in range(3):
+        held_out = oof.folds == j
+        scratch = Padim(**config).fit(images[~held_out], seed=4, progress=False)
+        np.testing.assert_array_equal(oof.scores[held_out], scratch.score(images[held_out])[0].astype(np.float64))

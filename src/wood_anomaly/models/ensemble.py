@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any, ClassVar
 
 import numpy as np
@@ -97,6 +99,17 @@ class FoldEnsemble:
 
     def score_members(self, images: np.ndarray, *, batch_size: int = 16) -> list[tuple[np.ndarray, np.ndarray]]:
         return [member.score(images, batch_size=batch_size) for member in self.members]
+
+    @contextmanager
+    def memoise_repeated_inputs(self) -> Iterator[list[Any]]:
+        """Every member's ``memoise_repeated_inputs()`` (where it has one) for the duration of the block;
+        yields their memos (empty when no member memoises)."""
+        with ExitStack() as stack:
+            memos: list[Any] = []
+            for member in self.members:
+                if hasattr(member, "memoise_repeated_inputs"):
+                    memos.extend(stack.enter_context(member.memoise_repeated_inputs()))
+            yield memos
 
     def score(self, images: np.ndarray, *, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
         """Mean of the members' image scores and anomaly maps."""

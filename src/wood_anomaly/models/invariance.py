@@ -15,6 +15,8 @@ over flipped copies of the test image (test-time augmentation, TTA: cost x numbe
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -89,3 +91,48 @@ def training_copies(images: np.ndarray, flips: Sequence[str], photometric: Seque
 
 def n_training_copies(flips: Sequence[str], photometric: Sequence[Sequence[float]]) -> int:
     return len(flips or ["none"]) + len(photometric)
+
+
+class FlipMemo:
+    """Raw maps of flipped network inputs already computed, keyed by the input's bytes (content-addressed).
+
+    A model that averages its maps over the four flips (test-time augmentation) meets the same flipped images
+    again when a whole test set is scored a second time turned left-right, upside down or by 180 degrees (the
+    nuisance evaluation): ``hflip(board)`` flipped by ``h`` is the board itself. Looking the result up instead of
+    recomputing it gives the same numbers (same input bytes, same deterministic forward pass) at none of the
+    cost. Bounded (``max_bytes`` of stored tensors, oldest dropped first); ``hits`` / ``misses`` count look-ups.
+    Meant for one scoring session (the model's ``memoise_repeated_inputs()`` context), not for serving.
+    """
+
+    def __init__(self, max_bytes: int = 256 * 2**20) -> None:
+        self.max_bytes = int(max_bytes)
+        self.hits = 0
+        self.misses = 0
+        self._store: OrderedDict[bytes, tuple[Any, ...]] = OrderedDict()
+        self._bytes = 0
+
+    @staticmethod
+    def key(images: np.ndarray, *context: Any) -> bytes:
+        """Digest of the images' shape, dtype and bytes, plus any ``context`` (e.g. which outputs were asked for)."""
+        images = np.ascontiguousarray(images)
+        digest = hashlib.blake2b(repr((images.shape, images.dtype.str, context)).encode(), digest_size=20)
+        digest.update(images.data)
+        return digest.digest()
+
+    def get(self, key: bytes) -> tuple[Any, ...] | None:
+        value = self._store.get(key)
+        if value is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return value
+
+    def put(self, key: bytes, value: tuple[Any, ...]) -> None:
+        size = sum(int(v.nbytes) for v in value)
+        if size > self.max_bytes or key in self._store:
+            return
+        self._store[key] = value
+        self._bytes += size
+        while self._bytes > self.max_bytes:
+            _, old = self._store.popitem(last=False)
+            self._bytes -= sum(int(v.nbytes) for v in old)

@@ -66,6 +66,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -74,7 +76,7 @@ import torch.nn.functional as F
 
 from wood_anomaly.models.base import check_images, merge_config, resolve_device, seed_everything
 from wood_anomaly.models.efficientad.networks import AutoEncoder, Student, Teacher
-from wood_anomaly.models.invariance import check_flips, flip_images, flip_maps
+from wood_anomaly.models.invariance import FlipMemo, check_flips, flip_images, flip_maps
 from wood_anomaly.models.maps import gaussian_blur_maps, resize_images
 
 logger = logging.getLogger(__name__)
@@ -131,6 +133,7 @@ class EfficientAD:
         self.autoencoder: AutoEncoder | None = None
         self.quantiles: dict[str, float] | None = None  # q_st_low, q_st_high, q_ae_low, q_ae_high
         self.n_train = 0
+        self.flip_memo: FlipMemo | None = None  # set inside memoise_repeated_inputs() only
 
     # ------------------------------------------------------------------ building blocks
     @property
@@ -189,13 +192,23 @@ class EfficientAD:
         assert self.teacher is not None
         shared = {} if shared is None else shared
         flips = self.config["tta_flips"]
+        memo = self.flip_memo
         st_sum = ae_sum = None
         for flip in flips:
-            if flip not in shared:
-                x = self._inputs(flip_images(images, flip))
-                shared[flip] = (x, self.teacher.raw(x))
-            x, teacher_raw = shared[flip]
-            st, ae = self._raw_maps(x, teacher_raw, with_ae=with_ae)
+            key = hit = None
+            if memo is not None:
+                key = memo.key(flip_images(images, flip), with_ae)
+                hit = memo.get(key)
+            if hit is not None:
+                st, ae = hit
+            else:
+                if flip not in shared:
+                    x = self._inputs(flip_images(images, flip))
+                    shared[flip] = (x, self.teacher.raw(x))
+                x, teacher_raw = shared[flip]
+                st, ae = self._raw_maps(x, teacher_raw, with_ae=with_ae)
+                if memo is not None and key is not None:
+                    memo.put(key, (st, ae))
             st, ae = flip_maps(st, flip), flip_maps(ae, flip)
             st_sum = st if st_sum is None else st_sum + st
             ae_sum = ae if ae_sum is None else ae_sum + ae
@@ -391,6 +404,18 @@ class EfficientAD:
         return {"st_low": float(st_q[0]), "st_high": float(st_q[1]), "ae_low": float(ae_q[0]), "ae_high": float(ae_q[1])}
 
     # ------------------------------------------------------------------ score
+    @contextmanager
+    def memoise_repeated_inputs(self) -> Iterator[list[FlipMemo]]:
+        """Within this block, raw maps of flipped inputs seen before are looked up, not recomputed
+        (:class:`~wood_anomaly.models.invariance.FlipMemo`): scoring a test set and then the same set turned
+        (hflip, vflip, rot180) costs one pass, not four, with ``tta_flips`` over all four flips. Same numbers.
+        Yields ``[memo]`` (a list, as a fold ensemble yields its members' memos)."""
+        self.flip_memo = FlipMemo()
+        try:
+            yield [self.flip_memo]
+        finally:
+            self.flip_memo = None
+
     def score(self, images: np.ndarray, *, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
         """(image scores [N], anomaly maps [N, H, W]) at the input resolution."""
         return score_together([self], images, batch_size=batch_size)[0]

@@ -40,12 +40,21 @@ import torch.nn.functional as F
 
 from wood_anomaly.models.base import check_images, merge_config, resolve_device, seed_everything
 from wood_anomaly.models.features import FeatureExtractor
-from wood_anomaly.models.invariance import check_flips, check_photometric, flip_images, flip_maps, training_copies
+from wood_anomaly.models.invariance import (
+    check_flips,
+    check_photometric,
+    flip_images,
+    flip_maps,
+    n_training_copies,
+    training_copies,
+)
 from wood_anomaly.models.maps import gaussian_blur_maps, resize_images
 
 logger = logging.getLogger(__name__)
 
 _POSITION_CHUNK = 1024  # positions per batched inverse / distance step (bounds temporary memory)
+#: training_embeddings() keeps every board's embeddings up to this size (70 boards x 4 flips at the defaults: 0.3 GB)
+PRECOMPUTED_MAX_BYTES = 2 * 2**30
 
 DEFAULTS: dict[str, Any] = {
     "backbone": "tf_efficientnet_lite0",
@@ -165,6 +174,35 @@ class Padim:
         e = e.index_select(1, self.channel_index.to(e.device))
         return e.flatten(2).transpose(1, 2).contiguous()
 
+    def training_embeddings(self, images: np.ndarray, *, device: str = "auto", progress: bool = False) -> torch.Tensor | None:
+        """Embeddings of every channel of every training copy of each image, ``[N, n_copies, P, C]`` (one copy
+        per flip and photometric pair, models/invariance.py), or None when they would pass
+        ``PRECOMPUTED_MAX_BYTES``.
+
+        ``fit(images[rows], precomputed=emb[rows])`` equals ``fit(images[rows])`` (the same Gaussians, bit for
+        bit) without running the backbone again: the k-fold threshold fits (evaluation/thresholds.py) and the
+        final fit embed each board once instead of ten times. All channels are kept, so any seed's random
+        channel subset can be taken from them.
+        """
+        images = check_images(images, "Padim.training_embeddings images")
+        c = self.config
+        n_copies = n_training_copies(c["train_flips"], c["train_photometric"])
+        self.device = resolve_device(device)
+        self._extractor = None
+        ext = self._get_extractor()
+        size = len(images) * n_copies * self.grid**2 * int(sum(ext.out_channels)) * 4
+        if size > PRECOMPUTED_MAX_BYTES:
+            logger.info("Padim: training embeddings would take %.1f GB; each fit embeds its images itself", size / 1e9)
+            return None
+        bs = int(c["batch_size"])
+        out = torch.empty(len(images), n_copies, self.grid**2, int(sum(ext.out_channels)), device=self.device)
+        with torch.no_grad():
+            for s in range(0, len(images), bs):
+                for k, copy in enumerate(training_copies(images[s : s + bs], c["train_flips"], c["train_photometric"])):
+                    x = ext.preprocess(resize_images(np.ascontiguousarray(copy), int(c["image_size"])))
+                    out[s : s + bs, k] = embed(ext(x), self.grid).flatten(2).transpose(1, 2)
+        return out
+
     # ------------------------------------------------------------------ fit
     def fit(
         self,
@@ -174,8 +212,12 @@ class Padim:
         seed: int = 0,
         device: str = "auto",
         progress: bool = True,
+        precomputed: torch.Tensor | None = None,
     ) -> Padim:
-        """Fit the per-position Gaussians on good ``train_images`` (``val_images`` are not needed)."""
+        """Fit the per-position Gaussians on good ``train_images`` (``val_images`` are not needed).
+
+        ``precomputed``: :meth:`training_embeddings` of exactly these images (rows in the same order), to skip
+        the backbone; the result is the same."""
         train_images = check_images(train_images, "Padim.fit train_images")
         seed_everything(seed)
         self.device = resolve_device(device)
@@ -189,6 +231,12 @@ class Padim:
         if d < int(c["n_features"]):
             logger.info("Padim: n_features=%d > %d channels available in %s; using all", c["n_features"], n_total, c["layers"])
 
+        n_copies = n_training_copies(c["train_flips"], c["train_photometric"])
+        if precomputed is not None and tuple(precomputed.shape) != (len(train_images), n_copies, self.grid**2, n_total):
+            raise ValueError(
+                f"Padim.fit: precomputed embeddings {tuple(precomputed.shape)} do not match the training images "
+                f"{(len(train_images), n_copies, self.grid**2, n_total)} ([images, copies, positions, channels])"
+            )
         bs = int(c["batch_size"])
         starts = list(range(0, len(train_images), bs))
         if progress:
@@ -205,8 +253,13 @@ class Padim:
         n = 0
         for s in starts:
             # every copy of the batch (flips, photometric) adds its samples to the same Gaussians
-            for copy in training_copies(train_images[s : s + bs], c["train_flips"], c["train_photometric"]):
-                e = self._embeddings(np.ascontiguousarray(copy))  # [B, P, D]
+            if precomputed is None:
+                copies = (self._embeddings(np.ascontiguousarray(copy))  # [B, P, D]
+                          for copy in training_copies(train_images[s : s + bs], c["train_flips"], c["train_photometric"]))
+            else:
+                index = self.channel_index.to(precomputed.device)
+                copies = (precomputed[s : s + bs, k].index_select(-1, index).to(self.device) for k in range(n_copies))
+            for e in copies:
                 if shift is None:
                     shift = e.mean(0)
                 x = e - shift
