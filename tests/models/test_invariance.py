@@ -147,15 +147,16 @@ def test_flip_memo_keys_on_content_and_stays_bounded():
     rng = np.random.default_rng(0)
     a = rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
     memo = FlipMemo(max_bytes=3 * 64 * 4)  # three [64] float32 tensors
-    memo.put(memo.key(a, True), (torch.ones(64),))
-    assert memo.get(memo.key(a.copy(), True))[0].sum() == 64  # same content, another array
-    assert memo.get(memo.key(a, False)) is None  # other context
-    assert memo.get(memo.key(a.reshape(2, 8, 24, 1), True)) is None  # same bytes, other shape
+    memo.put((memo.key(a), True), (torch.ones(64),))
+    assert memo.get((memo.key(a.copy()), True))[0].sum() == 64  # same content, another array
+    assert memo.get((memo.key(np.flip(a, 2)[:, :, ::-1]), True))[0].sum() == 64  # same content, strided view
+    assert memo.get((memo.key(a), False)) is None  # other context
+    assert memo.get((memo.key(a.reshape(2, 8, 24, 1)), True)) is None  # same bytes, other shape
     b = a.copy()
     b[0, 0, 0, 0] ^= 1
-    assert memo.get(memo.key(b, True)) is None  # one bit differs
-    assert (memo.hits, memo.misses) == (1, 3)
+    assert memo.get((memo.key(b), True)) is None  # one bit differs
+    assert (memo.hits, memo.misses) == (2, 3)
     for i in range(3):
-        memo.put(memo.key(a, i), (torch.full((64,), float(i)),))
-    assert memo.get(memo.key(a, True)) is None  # the oldest was dropped
-    assert memo.get(memo.key(a, 2))[0][0] == 2
+        memo.put((memo.key(a), f"c{i}"), (torch.full((64,), float(i)),))
+    assert memo.get((memo.key(a), True)) is None  # the oldest was dropped
+    assert memo.get((memo.key(a), "c2"))[0][0] == 2

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -108,18 +108,19 @@ class FlipMemo:
         self.max_bytes = int(max_bytes)
         self.hits = 0
         self.misses = 0
-        self._store: OrderedDict[bytes, tuple[Any, ...]] = OrderedDict()
+        self._store: OrderedDict[Hashable, tuple[Any, ...]] = OrderedDict()
         self._bytes = 0
 
     @staticmethod
-    def key(images: np.ndarray, *context: Any) -> bytes:
-        """Digest of the images' shape, dtype and bytes, plus any ``context`` (e.g. which outputs were asked for)."""
+    def key(images: np.ndarray) -> bytes:
+        """SHA-256 of the images' shape, dtype and bytes (in hardware on current CPUs: ~0.7 ms for four 256 px
+        boards, a small fraction of scoring them). Callers may combine it with more context in a tuple."""
         images = np.ascontiguousarray(images)
-        digest = hashlib.blake2b(repr((images.shape, images.dtype.str, context)).encode(), digest_size=20)
+        digest = hashlib.sha256(repr((images.shape, images.dtype.str)).encode())
         digest.update(images.data)
         return digest.digest()
 
-    def get(self, key: bytes) -> tuple[Any, ...] | None:
+    def get(self, key: Hashable) -> tuple[Any, ...] | None:
         value = self._store.get(key)
         if value is None:
             self.misses += 1
@@ -127,7 +128,7 @@ class FlipMemo:
             self.hits += 1
         return value
 
-    def put(self, key: bytes, value: tuple[Any, ...]) -> None:
+    def put(self, key: Hashable, value: tuple[Any, ...]) -> None:
         size = sum(int(v.nbytes) for v in value)
         if size > self.max_bytes or key in self._store:
             return

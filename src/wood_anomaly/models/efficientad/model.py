@@ -182,33 +182,38 @@ class EfficientAD:
         return map_st, map_ae
 
     def _tta_raw_maps(
-        self, images: np.ndarray, with_ae: bool = True, shared: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self, images: np.ndarray, with_ae: bool = True, shared: dict[str, dict[str, Any]] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw (ST, AE) maps of uint8 images, averaged over ``tta_flips`` (each turned back first).
 
-        ``shared``: {flip: (network input, raw teacher features)} of these images, filled on first use;
-        models with the same teacher (:meth:`same_teacher`) pass one dict to run the teacher once.
+        ``shared``: {flip: {"images": flipped boards, "key": their memo key, "input": network input, "raw": raw
+        teacher features}} of these images, each filled on first use; models with the same teacher
+        (:meth:`same_teacher`) pass one dict to flip, hash and run the teacher once. Inside
+        :meth:`memoise_repeated_inputs`, maps of flipped boards seen before are looked up.
         """
         assert self.teacher is not None
         shared = {} if shared is None else shared
-        flips = self.config["tta_flips"]
         memo = self.flip_memo
         st_sum = ae_sum = None
+        flips = self.config["tta_flips"]
         for flip in flips:
-            key = hit = None
+            entry = shared.setdefault(flip, {})
+            if "images" not in entry:
+                entry["images"] = flip_images(images, flip)
+            hit = None
             if memo is not None:
-                key = memo.key(flip_images(images, flip), with_ae)
-                hit = memo.get(key)
+                if "key" not in entry:
+                    entry["key"] = FlipMemo.key(entry["images"])
+                hit = memo.get((entry["key"], with_ae))
             if hit is not None:
                 st, ae = hit
             else:
-                if flip not in shared:
-                    x = self._inputs(flip_images(images, flip))
-                    shared[flip] = (x, self.teacher.raw(x))
-                x, teacher_raw = shared[flip]
-                st, ae = self._raw_maps(x, teacher_raw, with_ae=with_ae)
-                if memo is not None and key is not None:
-                    memo.put(key, (st, ae))
+                if "raw" not in entry:
+                    entry["input"] = self._inputs(entry["images"])
+                    entry["raw"] = self.teacher.raw(entry["input"])
+                st, ae = self._raw_maps(entry["input"], entry["raw"], with_ae=with_ae)
+                if memo is not None:
+                    memo.put((entry["key"], with_ae), (st, ae))
             st, ae = flip_maps(st, flip), flip_maps(ae, flip)
             st_sum = st if st_sum is None else st_sum + st
             ae_sum = ae if ae_sum is None else ae_sum + ae
@@ -498,7 +503,7 @@ def score_together(models: list[EfficientAD], images: np.ndarray, *, batch_size:
     with torch.no_grad():
         for s in range(0, len(images), batch_size):
             batch = images[s : s + batch_size]
-            shared: list[tuple[EfficientAD, dict]] = []  # (model whose teacher filled it, {flip: (input, raw)})
+            shared: list[tuple[EfficientAD, dict]] = []  # (model whose teacher filled it, {flip: {...}})
             for i, model in enumerate(models):
                 cache = next((c for owner, c in shared if owner.same_teacher(model)), None)
                 if cache is None:
