@@ -194,18 +194,19 @@ def test_autoencoder_trained_only_when_its_map_counts(data):
         EfficientAD(**{**SMALL, "train_autoencoder": False}).fit(data["train"], data["val"], seed=0, device="cpu", progress=False)
 
 
-def test_ensemble_runs_the_shared_teacher_once_with_the_same_results(data, monkeypatch):
-    """EfficientADFolds scores its members together (one teacher pass per batch and flip): same scores and
-    maps as each member's own score(), half the teacher passes."""
-    from wood_anomaly.models.efficientad.networks import Teacher
+def two_member_ensemble(data, config: dict):
+    """EfficientADFolds of two members fitted on the two halves of the training images (seeds 0 and 1)."""
     from wood_anomaly.models.ensemble import EfficientADFolds
 
-    config = {**SMALL, "tta_flips": ["none", "h"]}
-    members = [EfficientAD(**config).fit(data["train"][rows], data["val"], seed=j, device="cpu", progress=False)
-               for j, rows in enumerate((slice(0, 4), slice(4, 8)))]
     ensemble = EfficientADFolds()
-    ensemble.members = members
-    alone = [m.score(data["test"], batch_size=2) for m in members]
+    ensemble.members = [EfficientAD(**config).fit(data["train"][rows], data["val"], seed=j, device="cpu", progress=False)
+                        for j, rows in enumerate((slice(0, 4), slice(4, 8)))]
+    return ensemble
+
+
+def count_teacher_passes(monkeypatch) -> dict[str, int]:
+    """Counts every Teacher.raw call from now on in ``calls["n"]`` (the frozen backbone's forward passes)."""
+    from wood_anomaly.models.efficientad.networks import Teacher
 
     calls = {"n": 0}
     raw = Teacher.raw
@@ -215,6 +216,18 @@ def test_ensemble_runs_the_shared_teacher_once_with_the_same_results(data, monke
         return raw(self, x)
 
     monkeypatch.setattr(Teacher, "raw", counted)
+    return calls
+
+
+def test_ensemble_runs_the_shared_teacher_once_with_the_same_results(data, monkeypatch):
+    """EfficientADFolds scores its members together (one teacher pass per batch and flip): same scores and
+    maps as each member's own score(), half the teacher passes."""
+    config = {**SMALL, "tta_flips": ["none", "h"]}
+    ensemble = two_member_ensemble(data, config)
+    members = ensemble.members
+    alone = [m.score(data["test"], batch_size=2) for m in members]
+
+    calls = count_teacher_passes(monkeypatch)
     together = ensemble.score_members(data["test"], batch_size=2)
     for (s1, m1), (s2, m2) in zip(alone, together):
         np.testing.assert_allclose(s2, s1, rtol=1e-6)
@@ -234,25 +247,13 @@ def test_turned_test_set_reuses_the_plain_pass_with_the_same_results(data, monke
     consists of flipped boards the plain pass already computed: inside memoise_repeated_inputs() they are looked
     up (no teacher pass), and the scores and maps equal a fresh computation. Outside the block nothing is kept."""
     from wood_anomaly.data.nuisances import apply_nuisance
-    from wood_anomaly.models.efficientad.networks import Teacher
-    from wood_anomaly.models.ensemble import EfficientADFolds
 
-    config = {**SMALL, "tta_flips": ["none", "h", "v", "hv"], "steps": 4}
-    ensemble = EfficientADFolds()
-    ensemble.members = [EfficientAD(**config).fit(data["train"][rows], data["val"], seed=j, device="cpu", progress=False)
-                        for j, rows in enumerate((slice(0, 4), slice(4, 8)))]
+    ensemble = two_member_ensemble(data, {**SMALL, "tta_flips": ["none", "h", "v", "hv"], "steps": 4})
     turned = {kind: apply_nuisance({"kind": kind}, data["test"])[0] for kind in ("hflip", "vflip", "rot180")}
     fresh = {kind: ensemble.score(images, batch_size=2) for kind, images in turned.items()}
     bright = apply_nuisance({"kind": "brightness", "factor": 1.1}, data["test"])[0]
 
-    calls = {"n": 0}
-    raw = Teacher.raw
-
-    def counted(self, x):
-        calls["n"] += 1
-        return raw(self, x)
-
-    monkeypatch.setattr(Teacher, "raw", counted)
+    calls = count_teacher_passes(monkeypatch)
     with ensemble.memoise_repeated_inputs() as memos:
         ensemble.score(data["test"], batch_size=2)
         assert calls["n"] == 2 * 4  # 2 batches x 4 flips

@@ -165,14 +165,17 @@ class Padim:
             self._extractor = FeatureExtractor(c["backbone"], c["layers"], weights=c["weights"], device=self.device)
         return self._extractor
 
+    def _all_channel_embeddings(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 [B,H,W,3] -> embeddings of every channel [B, P, C] (float32, on self.device; a view)."""
+        ext = self._get_extractor()
+        x = ext.preprocess(resize_images(np.ascontiguousarray(images), int(self.config["image_size"])))
+        return embed(ext(x), self.grid).flatten(2).transpose(1, 2)
+
     def _embeddings(self, images: np.ndarray) -> torch.Tensor:
         """uint8 [B,H,W,3] -> selected-channel embeddings [B, P, D] (float32, on self.device)."""
-        ext = self._get_extractor()
-        x = ext.preprocess(resize_images(images, int(self.config["image_size"])))
-        e = embed(ext(x), self.grid)
         assert self.channel_index is not None
-        e = e.index_select(1, self.channel_index.to(e.device))
-        return e.flatten(2).transpose(1, 2).contiguous()
+        e = self._all_channel_embeddings(images)
+        return e.index_select(-1, self.channel_index.to(e.device))
 
     def training_embeddings(self, images: np.ndarray, *, device: str = "auto", progress: bool = False) -> torch.Tensor | None:
         """Embeddings of every channel of every training copy of each image, ``[N, n_copies, P, C]`` (one copy
@@ -199,8 +202,7 @@ class Padim:
         with torch.no_grad():
             for s in range(0, len(images), bs):
                 for k, copy in enumerate(training_copies(images[s : s + bs], c["train_flips"], c["train_photometric"])):
-                    x = ext.preprocess(resize_images(np.ascontiguousarray(copy), int(c["image_size"])))
-                    out[s : s + bs, k] = embed(ext(x), self.grid).flatten(2).transpose(1, 2)
+                    out[s : s + bs, k] = self._all_channel_embeddings(copy)
         return out
 
     # ------------------------------------------------------------------ fit
@@ -237,6 +239,7 @@ class Padim:
                 f"Padim.fit: precomputed embeddings {tuple(precomputed.shape)} do not match the training images "
                 f"{(len(train_images), n_copies, self.grid**2, n_total)} ([images, copies, positions, channels])"
             )
+        index = None if precomputed is None else self.channel_index.to(precomputed.device)
         bs = int(c["batch_size"])
         starts = list(range(0, len(train_images), bs))
         if progress:
@@ -254,10 +257,9 @@ class Padim:
         for s in starts:
             # every copy of the batch (flips, photometric) adds its samples to the same Gaussians
             if precomputed is None:
-                copies = (self._embeddings(np.ascontiguousarray(copy))  # [B, P, D]
+                copies = (self._embeddings(copy)  # [B, P, D]
                           for copy in training_copies(train_images[s : s + bs], c["train_flips"], c["train_photometric"]))
             else:
-                index = self.channel_index.to(precomputed.device)
                 copies = (precomputed[s : s + bs, k].index_select(-1, index).to(self.device) for k in range(n_copies))
             for e in copies:
                 if shift is None:
