@@ -64,4 +64,4 @@ class AutoEncoder(KerasReconstructionModel):
         return trainer, []
 
     def reconstruct(self, x: np.ndarray) -> tuple[np.ndarray, None]:
-        return np.asarray(self.networks["model"](x, training=False), dtype=np.float32), None
+        return np.asarray(self.infer("model", x), dtype=np.float32), None

@@ -54,11 +54,21 @@ class _GANomalyTrainer(LossTrainer):
     def call(self, x, training=False):
         return self.generator(x, training=training)[0]
 
-    def _g_losses(self, x, training):
+    def trained_variables(self):
+        """The generator's: ``optimizer`` trains it, ``d_optimizer`` the discriminator."""
+        return self.generator.trainable_variables
+
+    def _step_losses(self, x, training):
+        """Generator losses and the discriminator's loss, with one discriminator pass over each batch.
+
+        The discriminator sees the real and the reconstructed batch once; the generator's gradient flows
+        through its pass over the reconstruction, the discriminator's own gradient through both (the same
+        values as two separate passes, which in training mode would only move its BatchNorm statistics twice).
+        """
         fake, z, z_hat = self.generator(x, training=training)
         logit_fake, feat_fake = self.discriminator(fake, training=training)
+        logit_real, feat_real = self.discriminator(x, training=training)
         if self.adv_kind == "feature":
-            _, feat_real = self.discriminator(x, training=training)
             adv = tf.reduce_mean(tf.square(tf.reduce_mean(feat_real, 0) - tf.reduce_mean(feat_fake, 0)))
         else:
             adv = self.bce(tf.ones_like(logit_fake), logit_fake)
@@ -66,29 +76,23 @@ class _GANomalyTrainer(LossTrainer):
         con = tf.reduce_mean(tf.abs(diff)) if self.con_kind == "l1" else tf.reduce_mean(tf.square(diff))
         lat = tf.reduce_mean(tf.square(z - z_hat))
         total = self.w_adv * adv + self.w_con * con + self.w_lat * lat
-        return {"loss": total, "adversarial": adv, "contextual": con, "latent": lat}, fake
-
-    def _d_loss(self, x, fake, training):
-        logit_real, _ = self.discriminator(x, training=training)
-        logit_fake, _ = self.discriminator(tf.stop_gradient(fake), training=training)
-        return 0.5 * (self.bce(tf.ones_like(logit_real), logit_real) + self.bce(tf.zeros_like(logit_fake), logit_fake))
+        d_loss = 0.5 * (self.bce(tf.ones_like(logit_real), logit_real) + self.bce(tf.zeros_like(logit_fake), logit_fake))
+        return {"loss": total, "adversarial": adv, "contextual": con, "latent": lat, "d_loss": d_loss}
 
     def train_step(self, data):
         x = self._x(data)
-        g_vars = self.generator.trainable_variables
-        with tf.GradientTape() as tape:
-            losses, fake = self._g_losses(x, training=True)
-        self.optimizer.apply_gradients(zip(tape.gradient(losses["loss"], g_vars), g_vars))
-        d_vars = self.discriminator.trainable_variables
-        with tf.GradientTape() as tape:
-            d_loss = self._d_loss(x, fake, training=True)
-        self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, d_vars), d_vars))
-        return self._record({**losses, "d_loss": d_loss})
+        g_vars, d_vars = self.trained_variables(), self.discriminator.trainable_variables
+        with tf.GradientTape(persistent=True) as tape:
+            losses = self._step_losses(x, training=True)
+        g_grads = tape.gradient(losses["loss"], g_vars)
+        d_grads = tape.gradient(losses["d_loss"], d_vars)
+        del tape
+        self.optimizer.apply_gradients(zip(g_grads, g_vars))
+        self.d_optimizer.apply_gradients(zip(d_grads, d_vars))
+        return self._record(losses)
 
     def test_step(self, data):
-        x = self._x(data)
-        losses, fake = self._g_losses(x, training=False)
-        return self._record({**losses, "d_loss": self._d_loss(x, fake, training=False)})
+        return self._record(self._step_losses(self._x(data), training=False))
 
 
 class _FollowLearningRate(keras.callbacks.Callback):
@@ -154,6 +158,6 @@ class GANomaly(KerasReconstructionModel):
         return trainer, [_FollowLearningRate(d_opt)]
 
     def reconstruct(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        fake, z, z_hat = self.networks["generator"](x, training=False)
+        fake, z, z_hat = self.infer("generator", x)
         latent = np.mean(np.square(np.asarray(z) - np.asarray(z_hat)), axis=1)
         return np.asarray(fake, dtype=np.float32), latent.astype(np.float32)

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from wood_anomaly.models.base import check_images, merge_config
 
@@ -64,6 +65,7 @@ class KerasReconstructionModel:
         if int(self.config["image_size"]) % 16:
             raise ValueError(f"{type(self).__name__}: image_size must be a multiple of 16, got {self.config['image_size']}")
         self.networks: dict[str, keras.Model] = {}
+        self._inference_graphs: dict[str, tuple[keras.Model, Any]] = {}
         self.fitted: dict[str, Any] = {}
         self.history: dict[str, list[float]] = {}
         self.fit_seconds: float | None = None
@@ -89,6 +91,21 @@ class KerasReconstructionModel:
     def to_input(self, images_u8: np.ndarray) -> np.ndarray:
         reference = self.config["brightness_reference"] if self.config["photometric_norm"] == "mean" else None
         return preprocess(images_u8, int(self.config["image_size"]), bool(self.config["grayscale"]), reference)
+
+    def infer(self, network: str, x: Any) -> Any:
+        """``self.networks[network](x, training=False)``, run as one traced graph.
+
+        The same numbers as the eager call (checked bit for bit in the tests), about 1.5x faster on a CPU
+        for a batch of 16 at 128 px: eager Keras dispatches every layer from Python. One trace per network
+        (any batch size); a refit builds new networks and so new traces.
+        """
+        net = self.networks[network]
+        cached = self._inference_graphs.get(network)
+        if cached is None or cached[0] is not net:
+            spec = [tf.TensorSpec(net.inputs[0].shape, net.inputs[0].dtype)]
+            cached = (net, tf.function(lambda t: net(t, training=False), input_signature=spec))
+            self._inference_graphs[network] = cached
+        return cached[1](tf.convert_to_tensor(x))
 
     def optimizer(self) -> keras.optimizers.Optimizer:
         return keras.optimizers.Adam(learning_rate=float(self.config["learning_rate"]), beta_1=float(self.config["beta_1"]))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
@@ -121,3 +122,28 @@ class ImageFeeder(keras.utils.PyDataset):
         if self.shuffle or self.augmenter is not None:
             self.epoch += 1
             self._prepare()
+
+    def training_batches(self, epochs: int) -> Iterator[np.ndarray]:
+        """Every batch of ``epochs`` training epochs, in the order ``Model.fit(feeder)`` would train on them.
+
+        Epoch k (1, 2, ...) trains on the k-th preparation of the set (Keras prepares a new one before its
+        first epoch), its batches in an order drawn with Python's ``random`` (seeded by
+        ``keras.utils.set_random_seed``), as Keras orders a shuffled PyDataset's batches.
+        """
+        for _ in range(int(epochs)):
+            self.on_epoch_end()
+            order = list(range(self.n_batches))
+            random.shuffle(order)
+            for index in order:
+                yield self[index]
+
+    def training_dataset(self, epochs: int) -> tf.data.Dataset:
+        """:meth:`training_batches` as one ``tf.data`` stream for ``fit(..., steps_per_epoch=len(self))``.
+
+        One iterator serves every epoch: ``fit`` on the PyDataset builds a new ``tf.data`` iterator each
+        epoch, which cost a light model (the VAE at 128 px) about a fifth of its training time. The next
+        epoch is prepared in the stream's thread while the current one trains.
+        """
+        sample = self[0]
+        spec = tf.TensorSpec((None, *sample.shape[1:]), tf.as_dtype(sample.dtype))
+        return tf.data.Dataset.from_generator(lambda: self.training_batches(epochs), output_signature=spec).prefetch(1)

@@ -103,7 +103,12 @@ def fit_trainer(
             keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, mode="min", restore_best_weights=True, verbose=0)
         )
     callbacks.extend(extra_callbacks or [])
+    # Adam's slots exist before the first trace: created inside it, they make tf.function trace the whole
+    # train step a second time (seconds per fit); same variables, same zeros, same numbers.
+    if not trainer.optimizer.built:
+        trainer.optimizer.build(trainer.trained_variables())
     hist = trainer.fit(
-        train_feed, validation_data=val_feed, epochs=epochs, callbacks=callbacks, verbose=1 if progress else 0
+        train_feed.training_dataset(epochs), steps_per_epoch=len(train_feed), validation_data=val_feed,
+        epochs=epochs, callbacks=callbacks, verbose=1 if progress else 0,
     )
     return {k: [float(v) for v in vals] for k, vals in hist.history.items()}

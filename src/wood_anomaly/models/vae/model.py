@@ -134,5 +134,5 @@ class VAE(KerasReconstructionModel):
         return trainer, []
 
     def reconstruct(self, x: np.ndarray) -> tuple[np.ndarray, None]:
-        z_mean, _, _ = self.networks["encoder"](x, training=False)
-        return np.asarray(self.networks["decoder"](z_mean, training=False), dtype=np.float32), None
+        z_mean, _, _ = self.infer("encoder", x)
+        return np.asarray(self.infer("decoder", z_mean), dtype=np.float32), None
