@@ -8,10 +8,11 @@ from pathlib import Path
 
 from wood_anomaly.models.registry import MODEL_NAMES
 
-#: what the run must not print (each silenced on purpose: wood_anomaly/quiet.py)
+#: what the run must not print (each silenced on purpose: wood_anomaly/quiet.py, or avoided at its source)
 NOISE = {
     "Keras save_format": "The `save_format` argument is deprecated",
     "Keras legacy HDF5": "This file format is considered legacy",
+    "Keras shuffle of a dataset": "was passed, but will be ignored since the data `x` was provided as a tf.data.Dataset",
     "absl pre-init": "absl::InitializeLog",
     "TF oneDNN notice": "oneDNN custom operations are on",
     "TF cuda stub": "Could not find cuda drivers",

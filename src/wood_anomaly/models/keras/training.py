@@ -108,7 +108,9 @@ def fit_trainer(
     if not trainer.optimizer.built:
         trainer.optimizer.build(trainer.trained_variables())
     hist = trainer.fit(
-        train_feed.training_dataset(epochs), steps_per_epoch=len(train_feed), validation_data=val_feed,
-        epochs=epochs, callbacks=callbacks, verbose=1 if progress else 0,
+        # the stream already orders each epoch's batches as Keras' shuffle would (shuffle=True on a dataset
+        # would only be ignored, with a warning in every run's log)
+        train_feed.training_dataset(epochs), steps_per_epoch=len(train_feed), shuffle=False,
+        validation_data=val_feed, epochs=epochs, callbacks=callbacks, verbose=1 if progress else 0,
     )
     return {k: [float(v) for v in vals] for k, vals in hist.history.items()}
